@@ -1,0 +1,5 @@
+import sys
+
+from ghacache.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""The ``ghacache`` command: the only code that reads argv and the environment.
+
+Every flag has a ``GHACACHE_*`` twin; flags win over variables, variables over defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from ghacache._version import __version__
+from ghacache.protocol.scopes import parse_scope_spec
+from ghacache.server.config import SETTINGS, ServerConfig, Setting, parse_duration
+
+# Settings of `ghacache token` beyond the server's (documented in the same README table).
+TOKEN_SETTINGS: tuple[Setting, ...] = (
+    Setting("repo", "", "token: repository (OWNER/NAME) the token belongs to."),
+    Setting(
+        "scope",
+        "",
+        "token: a scope as REF:rw, REF:r or REF:w; repeat the flag (or separate with spaces "
+        "in the variable) for several.",
+    ),
+    Setting("ttl", "6h", "token: lifetime of the minted token.", "duration"),
+)
+
+
+def _env_default(setting: Setting) -> str:
+    return os.environ.get(setting.env, setting.default)
+
+
+def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
+    parser.add_argument(
+        setting.flag,
+        dest=setting.name,
+        default=_env_default(setting),
+        metavar=setting.name.upper(),
+        help=f"{setting.help} [env {setting.env}, default {setting.default!r}]",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ghacache", description="GitHub Actions cache server")
+    parser.add_argument("--version", action="version", version=f"ghacache {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the cache server")
+    for setting in SETTINGS:
+        _add_setting(serve, setting)
+
+    token = sub.add_parser("token", help="mint a runtime token the server accepts")
+    by_name = {s.name: s for s in SETTINGS}
+    _add_setting(token, by_name["data_dir"])
+    _add_setting(token, by_name["secret_file"])
+    for setting in TOKEN_SETTINGS:
+        if setting.name == "scope":
+            env = _env_default(setting).split()
+            token.add_argument(
+                setting.flag,
+                dest="scope",
+                action="append",
+                default=None,
+                metavar="REF:PERM",
+                help=f"{setting.help} [env {setting.env}]",
+            )
+            token.set_defaults(scope_env=env)
+        else:
+            _add_setting(token, setting)
+    return parser
+
+
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig.from_strings({s.name: getattr(args, s.name) for s in SETTINGS})
+
+
+async def _serve(config: ServerConfig) -> None:
+    from ghacache.server.app import create_app
+
+    app = await create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print(f"ghacache listening on http://{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _token(args: argparse.Namespace) -> str:
+    from ghacache.server.auth import load_or_create_secret, mint_token
+
+    if not args.repo:
+        raise ValueError("--repo OWNER/NAME is required")
+    specs = args.scope if args.scope is not None else args.scope_env
+    if not specs:
+        raise ValueError("at least one --scope REF:rw|r|w is required")
+    scopes = [parse_scope_spec(s) for s in specs]
+    data_dir = Path(args.data_dir)
+    secret_path = Path(args.secret_file) if args.secret_file else data_dir / "secret"
+    secret = load_or_create_secret(secret_path)
+    return mint_token(
+        secret, repository=args.repo, scopes=scopes, ttl_s=parse_duration(args.ttl), now=time.time()
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            config = _server_config(args)
+            logging.basicConfig(
+                level=config.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+            asyncio.run(_serve(config))
+        elif args.command == "token":
+            print(_token(args))
+    except ValueError as exc:
+        print(f"ghacache: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

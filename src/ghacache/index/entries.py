@@ -1,0 +1,279 @@
+"""Entry metadata: reservations, staged parts, committed entries and access times.
+
+An entry row is created by a reservation (state RESERVED), may record an assembled upload
+(UPLOADED, v2 after Put Blob/Put Block List), and becomes visible to lookups only when
+COMMITTED. The unique (repo, scope, version, key) constraint makes one of two concurrent
+reservations win.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ghacache.errors import EntryExists, MetadataError
+from ghacache.index.database import Database, Row
+from ghacache.protocol.keys import Candidate, pick
+
+# The highest code point: every string starting with a prefix sorts below prefix + this.
+_MAX_CHAR = "\U0010ffff"
+
+
+class EntryState(enum.IntEnum):
+    RESERVED = 0
+    UPLOADED = 1
+    COMMITTED = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """One cache entry or reservation."""
+
+    id: int
+    repo: str
+    scope: str
+    key: str
+    version: str
+    state: EntryState
+    size: int | None
+    declared_size: int | None
+    upload: str
+    blob: str | None
+    created_at: float
+    updated_at: float
+    last_accessed_at: float
+
+    @property
+    def committed(self) -> bool:
+        return self.state is EntryState.COMMITTED
+
+
+_COLUMNS = (
+    "id, repo, scope, key, version, state, size, declared_size, upload, blob, "
+    "created_at, updated_at, last_accessed_at"
+)
+
+
+def _entry(row: Row) -> Entry:
+    return Entry(
+        id=int(row[0]),
+        repo=str(row[1]),
+        scope=str(row[2]),
+        key=str(row[3]),
+        version=str(row[4]),
+        state=EntryState(int(row[5])),
+        size=None if row[6] is None else int(row[6]),
+        declared_size=None if row[7] is None else int(row[7]),
+        upload=str(row[8]),
+        blob=None if row[9] is None else str(row[9]),
+        created_at=float(row[10]),
+        updated_at=float(row[11]),
+        last_accessed_at=float(row[12]),
+    )
+
+
+class EntryIndex:
+    """Entry operations over any ``Database``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def get(self, entry_id: int) -> Entry | None:
+        row = await self.db.fetch_one(f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (entry_id,))
+        return _entry(row) if row else None
+
+    async def reserve(
+        self,
+        *,
+        repo: str,
+        scope: str,
+        key: str,
+        version: str,
+        declared_size: int | None,
+        upload: str,
+        now: float,
+        stale_before: float,
+    ) -> tuple[Entry, Entry | None]:
+        """Create a reservation.
+
+        An existing reservation idle since before ``stale_before`` is abandoned and replaced.
+
+        Returns:
+            The new reservation, and the abandoned one it replaced (whose upload must be
+            discarded), if any.
+
+        Raises:
+            EntryExists: a committed entry or a live reservation has this identity.
+        """
+        async with self.db.transaction() as tx:
+            replaced = None
+            existing = await tx.fetch_one(
+                f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND scope = ? AND version = ? "
+                "AND key = ?",
+                (repo, scope, version, key),
+            )
+            if existing is not None:
+                old = _entry(existing)
+                if old.committed or old.updated_at >= stale_before:
+                    raise EntryExists(
+                        "cache entry with the same key, version, and scope already exists"
+                    )
+                await tx.execute("DELETE FROM entries WHERE id = ?", (old.id,))
+                replaced = old
+            row = await tx.fetch_one(
+                "INSERT INTO entries (repo, scope, key, version, state, declared_size, upload, "
+                "created_at, updated_at, last_accessed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"RETURNING {_COLUMNS}",
+                (
+                    repo,
+                    scope,
+                    key,
+                    version,
+                    EntryState.RESERVED,
+                    declared_size,
+                    upload,
+                    now,
+                    now,
+                    now,
+                ),
+            )
+            if row is None:
+                raise MetadataError("reservation insert returned no row")
+            return _entry(row), replaced
+
+    async def find_pending(self, *, repo: str, scope: str, key: str, version: str) -> Entry | None:
+        """The uncommitted reservation with this identity, if any."""
+        row = await self.db.fetch_one(
+            f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND scope = ? AND version = ? "
+            "AND key = ? AND state < ?",
+            (repo, scope, version, key, EntryState.COMMITTED),
+        )
+        return _entry(row) if row else None
+
+    async def add_part(self, entry_id: int, name: str, size: int, now: float) -> bool:
+        """Record a staged part (replacing one of the same name) on a pending entry.
+
+        Returns False if the entry is no longer pending (committed or abandoned).
+        """
+        async with self.db.transaction() as tx:
+            touched = await tx.execute(
+                "UPDATE entries SET updated_at = ? WHERE id = ? AND state < ?",
+                (now, entry_id, EntryState.COMMITTED),
+            )
+            if not touched:
+                return False
+            await tx.execute(
+                "INSERT INTO parts (entry_id, name, size) VALUES (?, ?, ?) "
+                "ON CONFLICT (entry_id, name) DO UPDATE SET size = excluded.size",
+                (entry_id, name, size),
+            )
+            return True
+
+    async def parts(self, entry_id: int) -> dict[str, int]:
+        rows = await self.db.fetch_all(
+            "SELECT name, size FROM parts WHERE entry_id = ? ORDER BY name", (entry_id,)
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def mark_uploaded(self, entry_id: int, size: int, now: float) -> bool:
+        """Record that the upload's blob is assembled (v2); False if no longer pending."""
+        n = await self.db.execute(
+            "UPDATE entries SET state = ?, size = ?, updated_at = ? WHERE id = ? AND state < ?",
+            (EntryState.UPLOADED, size, now, entry_id, EntryState.COMMITTED),
+        )
+        return n > 0
+
+    async def commit(self, entry_id: int, *, size: int, blob: str, now: float) -> Entry | None:
+        """Make a pending entry visible; None if it was no longer pending."""
+        async with self.db.transaction() as tx:
+            row = await tx.fetch_one(
+                "UPDATE entries SET state = ?, size = ?, blob = ?, created_at = ?, updated_at = ?, "
+                f"last_accessed_at = ? WHERE id = ? AND state < ? RETURNING {_COLUMNS}",
+                (EntryState.COMMITTED, size, blob, now, now, now, entry_id, EntryState.COMMITTED),
+            )
+            if row is None:
+                return None
+            await tx.execute("DELETE FROM parts WHERE entry_id = ?", (entry_id,))
+            return _entry(row)
+
+    async def lookup(
+        self, *, repo: str, scopes: Sequence[str], keys: Sequence[str], version: str
+    ) -> Entry | None:
+        """GitHub's lookup (see ``protocol.keys.pick``) in one statement."""
+        if not scopes or not keys:
+            return None
+        selects: list[str] = []
+        params: list[object] = []
+        base = "SELECT id, scope, key, created_at FROM entries WHERE repo = ? AND scope = ? AND version = ? AND state = ?"
+        for scope in scopes:
+            for key in keys:
+                selects.append(f"SELECT * FROM ({base} AND key = ?) AS e{len(selects)}")
+                params += [repo, scope, version, EntryState.COMMITTED, key]
+                selects.append(
+                    f"SELECT * FROM ({base} AND key >= ? AND key < ? "
+                    f"ORDER BY created_at DESC, id DESC LIMIT 1) AS e{len(selects)}"
+                )
+                params += [repo, scope, version, EntryState.COMMITTED, key, key + _MAX_CHAR]
+        rows = await self.db.fetch_all(" UNION ALL ".join(selects), params)
+        chosen = pick(
+            (
+                Candidate(
+                    entry_id=int(r[0]), scope=str(r[1]), key=str(r[2]), created_at=float(r[3])
+                )
+                for r in rows
+            ),
+            scopes=scopes,
+            keys=keys,
+        )
+        return None if chosen is None else await self.get(chosen.entry_id)
+
+    async def touch(self, entry_id: int, now: float) -> None:
+        """Record an access (a restore) of a committed entry."""
+        await self.db.execute(
+            "UPDATE entries SET last_accessed_at = ? WHERE id = ? AND last_accessed_at < ?",
+            (now, entry_id, now),
+        )
+
+    async def list_committed(self, *, repo: str, scopes: Sequence[str], key: str) -> list[Entry]:
+        """Committed entries with exactly ``key`` in the given scopes (v1 debug listing)."""
+        if not scopes:
+            return []
+        marks = ", ".join("?" for _ in scopes)
+        rows = await self.db.fetch_all(
+            f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND key = ? AND state = ? "
+            f"AND scope IN ({marks}) ORDER BY created_at DESC, id DESC",
+            (repo, key, EntryState.COMMITTED, *scopes),
+        )
+        return [_entry(r) for r in rows]
+
+    async def stale_reservations(self, before: float) -> list[Entry]:
+        rows = await self.db.fetch_all(
+            f"SELECT {_COLUMNS} FROM entries WHERE state < ? AND updated_at < ?",
+            (EntryState.COMMITTED, before),
+        )
+        return [_entry(r) for r in rows]
+
+    async def delete_pending(self, entry_id: int, before: float) -> bool:
+        """Delete a reservation still idle since before ``before``; False if it moved on."""
+        n = await self.db.execute(
+            "DELETE FROM entries WHERE id = ? AND state < ? AND updated_at < ?",
+            (entry_id, EntryState.COMMITTED, before),
+        )
+        return n > 0
+
+    async def pending_uploads(self) -> set[str]:
+        rows = await self.db.fetch_all(
+            "SELECT upload FROM entries WHERE state < ?", (EntryState.COMMITTED,)
+        )
+        return {str(r[0]) for r in rows}
+
+    async def committed_blobs(self) -> set[str]:
+        rows = await self.db.fetch_all(
+            "SELECT blob FROM entries WHERE state = ? AND blob IS NOT NULL",
+            (EntryState.COMMITTED,),
+        )
+        return {str(r[0]) for r in rows}

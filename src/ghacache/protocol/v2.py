@@ -1,0 +1,148 @@
+"""Twirp ``github.actions.results.api.v1.CacheService`` messages (JSON flavour).
+
+Requests use proto field names (snake_case); int64 arrives as a string (the JS client) or a
+number (go-actions-cache). Responses are snake_case with int64 as strings, like protobuf's
+canonical JSON. Unknown fields are ignored, as protobuf JSON parsers do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ghacache.errors import RemoteProtocolError
+from ghacache.protocol.keys import validate_key, validate_keys, validate_version
+
+SERVICE = "github.actions.results.api.v1.CacheService"
+PATH_PREFIX = f"/twirp/{SERVICE}/"
+METHODS = ("CreateCacheEntry", "FinalizeCacheEntryUpload", "GetCacheEntryDownloadURL")
+
+# Twirp error code -> HTTP status (twirp spec, "Error codes").
+TWIRP_STATUS: dict[str, int] = {
+    "canceled": 408,
+    "invalid_argument": 400,
+    "malformed": 400,
+    "deadline_exceeded": 408,
+    "not_found": 404,
+    "bad_route": 404,
+    "already_exists": 409,
+    "permission_denied": 403,
+    "unauthenticated": 401,
+    "resource_exhausted": 429,
+    "failed_precondition": 412,
+    "aborted": 409,
+    "out_of_range": 400,
+    "unimplemented": 501,
+    "internal": 500,
+    "unavailable": 503,
+    "dataloss": 500,
+    "unknown": 500,
+}
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """Parse a Twirp JSON request body into a dict.
+
+    Raises:
+        RemoteProtocolError: not JSON, or not a JSON object.
+    """
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RemoteProtocolError(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RemoteProtocolError("request body must be a JSON object")
+    return data
+
+
+def _str(data: dict[str, Any], name: str) -> str:
+    value = data.get(name, "")
+    if not isinstance(value, str):
+        raise RemoteProtocolError(f"field '{name}' must be a string")
+    return value
+
+
+def _int64(data: dict[str, Any], name: str) -> int:
+    value = data.get(name, 0)
+    if isinstance(value, bool):
+        raise RemoteProtocolError(f"field '{name}' must be an int64")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    raise RemoteProtocolError(f"field '{name}' must be an int64 (number or decimal string)")
+
+
+def _key(data: dict[str, Any]) -> str:
+    return validate_key(_str(data, "key"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateCacheEntryRequest:
+    key: str
+    version: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CreateCacheEntryRequest:
+        return cls(key=_key(data), version=validate_version(_str(data, "version")))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalizeCacheEntryUploadRequest:
+    key: str
+    version: str
+    size_bytes: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FinalizeCacheEntryUploadRequest:
+        name = "size_bytes" if "size_bytes" in data else "sizeBytes"
+        size = _int64(data, name)
+        if size < 0:
+            raise RemoteProtocolError("size_bytes must not be negative")
+        return cls(key=_key(data), version=validate_version(_str(data, "version")), size_bytes=size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GetCacheEntryDownloadURLRequest:
+    key: str
+    restore_keys: tuple[str, ...]
+    version: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GetCacheEntryDownloadURLRequest:
+        raw = data.get("restore_keys", data.get("restoreKeys", []))
+        if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+            raise RemoteProtocolError("restore_keys must be a list of strings")
+        key = _str(data, "key")
+        validate_keys([key, *raw])
+        return cls(
+            key=key, restore_keys=tuple(raw), version=validate_version(_str(data, "version"))
+        )
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key, *self.restore_keys)
+
+
+def create_response(signed_upload_url: str) -> dict[str, Any]:
+    return {"ok": True, "signed_upload_url": signed_upload_url}
+
+
+def finalize_response(entry_id: int) -> dict[str, Any]:
+    return {"ok": True, "entry_id": str(entry_id)}
+
+
+def download_response(signed_download_url: str, matched_key: str) -> dict[str, Any]:
+    return {"ok": True, "signed_download_url": signed_download_url, "matched_key": matched_key}
+
+
+def download_miss() -> dict[str, Any]:
+    return {"ok": False, "signed_download_url": "", "matched_key": ""}
+
+
+def error_body(code: str, msg: str) -> dict[str, Any]:
+    """A Twirp error body; ``code`` must be a Twirp error code."""
+    if code not in TWIRP_STATUS:
+        code = "internal"
+    return {"code": code, "msg": msg}

@@ -1,0 +1,130 @@
+"""The app factory: every route in one place, state on the app, nothing at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from ghacache.index import open_index
+from ghacache.protocol.signing import UrlSigner
+from ghacache.server.auth import (
+    Authenticator,
+    GithubAuthenticator,
+    SecretAuthenticator,
+    UnverifiedAuthenticator,
+    derive_key,
+    load_or_create_secret,
+)
+from ghacache.server.config import ServerConfig
+from ghacache.server.errors import error_middleware
+from ghacache.server.routes import blobs, v1, v2
+from ghacache.server.service import CacheService, Limits
+from ghacache.server.state import STATE, ServerState, state_of
+from ghacache.storage import open_store
+
+log = logging.getLogger("ghacache.server")
+
+# Block lists of 50,000 ids are ~5 MB; every other JSON body is far smaller.
+CLIENT_MAX_BODY_BYTES = 9 * 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_authenticator(
+    config: ServerConfig, secret: bytes, now: Callable[[], float]
+) -> Authenticator:
+    """The authenticator for ``config.auth``.
+
+    Raises:
+        ValueError: ``none`` on a non-loopback address without ``allow_insecure_bind``,
+            or ``github`` without a JWKS and issuer.
+    """
+    if config.auth == "secret":
+        return SecretAuthenticator(secret, now=now)
+    if config.auth == "github":
+        return GithubAuthenticator(
+            jwks=config.jwks, issuer=config.issuer, audience=config.audience, now=now
+        )
+    if not is_loopback(config.host) and not config.allow_insecure_bind:
+        raise ValueError(
+            f"--auth none accepts any token; refusing to listen on {config.host}. "
+            "Bind to 127.0.0.1 or pass --allow-insecure-bind."
+        )
+    return UnverifiedAuthenticator(now=now)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def create_app(
+    config: ServerConfig, *, now: Callable[[], float] = time.time
+) -> web.Application:
+    """Open the index and store named by ``config`` and return the ready app."""
+    secret = load_or_create_secret(config.secret_path)
+    authenticator = make_authenticator(config, secret, now)
+    index = await open_index(config.index_url)
+    store = open_store(config.store_url, fsync=config.fsync)
+    service = CacheService(
+        index=index,
+        store=store,
+        limits=Limits(
+            max_entry_bytes=config.max_entry_size,
+            reservation_timeout_s=config.reservation_timeout,
+        ),
+        now=now,
+    )
+    app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_BODY_BYTES)
+    app[STATE] = ServerState(
+        config=config,
+        service=service,
+        authenticator=authenticator,
+        signer=UrlSigner(secret=derive_key(secret, "url")),
+        now=now,
+    )
+    app.router.add_get("/healthz", health)
+    v2.add_routes(app)
+    v1.add_routes(app)
+    blobs.add_routes(app)
+    app.cleanup_ctx.append(_maintenance)
+    return app
+
+
+async def _maintenance(app: web.Application) -> AsyncIterator[None]:
+    """Reconcile once at start-up, then expire abandoned reservations periodically."""
+    state = app[STATE]
+    service = state.service
+    await service.discard_orphan_uploads()
+    await service.expire_reservations()
+    interval = max(1.0, min(60.0, state.config.reservation_timeout / 2))
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await service.expire_reservations()
+            except Exception:
+                log.exception("reservation expiry failed; retrying in %.0f s", interval)
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await service.index.close()
+
+
+__all__ = ["create_app", "state_of"]

@@ -1,0 +1,195 @@
+"""Server settings: one table drives flags, ``GHACACHE_*`` variables and the README table.
+
+Each ``Setting`` row names a setting once; ``cli`` builds flags from the rows and a test
+checks every row is documented in README.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+AuthMode = Literal["secret", "github", "none"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    kind: Literal["str", "int", "bool", "duration", "size", "choice"] = "str"
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "GHACACHE_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", "Address to listen on."),
+    Setting("port", "8080", "Port to listen on; 0 picks a free port.", "int"),
+    Setting("data_dir", "ghacache-data", "Directory for the secret, the SQLite index and blobs."),
+    Setting(
+        "auth",
+        "secret",
+        "How runtime tokens are checked: secret (HS256 with the server's own secret), "
+        "github (RS256 against --jwks and --issuer), none (unverified; loopback only).",
+        "choice",
+        ("secret", "github", "none"),
+    ),
+    Setting("jwks", "", "github auth: JWKS file path or URL of the token issuer's keys."),
+    Setting("issuer", "", "github auth: required 'iss' claim of runtime tokens."),
+    Setting(
+        "audience",
+        "",
+        "github auth: required 'aud' claim, if set (otherwise 'aud' is not checked).",
+    ),
+    Setting(
+        "allow_insecure_bind",
+        "false",
+        "Allow --auth none on a non-loopback address (anyone who can reach it can read and write).",
+        "bool",
+    ),
+    Setting(
+        "secret_file",
+        "",
+        "File holding the token and URL signing secret (default: <data-dir>/secret); "
+        "replicas must share it.",
+    ),
+    Setting("database_url", "", "Index database URL (default: sqlite:///<data-dir>/index.sqlite)."),
+    Setting("storage_url", "", "Blob store URL (default: file://<data-dir>/store)."),
+    Setting(
+        "public_url",
+        "",
+        "Base URL clients use to reach this server, for signed blob URLs "
+        "(default: taken from each request's Host).",
+    ),
+    Setting("url_ttl", "1h", "Lifetime of signed upload and download URLs.", "duration"),
+    Setting(
+        "reservation_timeout",
+        "1h",
+        "An upload idle this long is abandoned: its key can be reserved again, its bytes removed.",
+        "duration",
+    ),
+    Setting("max_entry_size", "10GiB", "Largest entry accepted.", "size"),
+    Setting(
+        "fsync", "true", "fsync blobs and directories before an entry becomes visible.", "bool"
+    ),
+    Setting("log_level", "info", "Log level: debug, info, warning or error."),
+)
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZES = {
+    "": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+    "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4,
+    "tib": 1024**4,
+}  # fmt: skip
+
+
+def parse_duration(value: str) -> float:
+    """Parse ``90``, ``90s``, ``30m``, ``6h``, ``7d`` or ``1w`` into seconds.
+
+    Raises:
+        ValueError: not a duration.
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 30m, 6h, 7d)")
+    return float(m.group(1)) * _UNITS_S[m.group(2) or "s"]
+
+
+def parse_size(value: str) -> int:
+    """Parse ``1048576``, ``512MiB``, ``10GiB`` or ``10GB`` into bytes.
+
+    Raises:
+        ValueError: not a size.
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value)
+    if not m or m.group(2).lower() not in _SIZES:
+        raise ValueError(f"not a size: {value!r} (use e.g. 1048576, 512MiB, 10GiB)")
+    return int(m.group(1)) * _SIZES[m.group(2).lower()]
+
+
+def parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r} (use true or false)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Typed server settings, built once from the ``SETTINGS`` table."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("ghacache-data")
+    auth: AuthMode = "secret"
+    jwks: str = ""
+    issuer: str = ""
+    audience: str = ""
+    allow_insecure_bind: bool = False
+    secret_file: str = ""
+    database_url: str = ""
+    storage_url: str = ""
+    public_url: str = ""
+    url_ttl: float = 3600.0
+    reservation_timeout: float = 3600.0
+    max_entry_size: int = 10 * 1024**3
+    fsync: bool = True
+    log_level: str = "info"
+
+    @property
+    def secret_path(self) -> Path:
+        return Path(self.secret_file) if self.secret_file else self.data_dir / "secret"
+
+    @property
+    def index_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def store_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'store').resolve()}"
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str]) -> ServerConfig:
+        """Build from setting name -> string value; missing names take table defaults.
+
+        Raises:
+            ValueError: a value does not parse, naming the setting.
+        """
+        by_name = {s.name: s for s in SETTINGS}
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, object] = {}
+        for name, setting in by_name.items():
+            raw = values.get(name, setting.default)
+            try:
+                kwargs[name] = _convert(setting, raw)
+            except ValueError as exc:
+                raise ValueError(f"{setting.flag} / {setting.env}: {exc}") from exc
+        return cls(**{k: v for k, v in kwargs.items() if k in known})  # type: ignore[arg-type]
+
+
+def _convert(setting: Setting, raw: str) -> object:
+    if setting.kind == "int":
+        return int(raw)
+    if setting.kind == "bool":
+        return parse_bool(raw)
+    if setting.kind == "duration":
+        return parse_duration(raw)
+    if setting.kind == "size":
+        return parse_size(raw)
+    if setting.kind == "choice" and raw not in setting.choices:
+        raise ValueError(f"{raw!r} is not one of {', '.join(setting.choices)}")
+    if setting.name == "data_dir":
+        return Path(raw)
+    return raw

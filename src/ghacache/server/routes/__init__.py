@@ -1,0 +1,1 @@
+"""Thin HTTP handlers: decode, call the service, encode. One module per protocol."""

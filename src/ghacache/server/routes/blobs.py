@@ -1,0 +1,100 @@
+"""The Azure Block Blob subset behind signed URLs (both protocols hand these out).
+
+``/ghacache/uploads/<id>``: Put Blob, Put Block, Put Block List (every write answers 201).
+``/ghacache/entries/<id>``: Get Blob and Get Blob Properties, with ``Range`` or
+``x-ms-range`` (206 + Content-Range), served zero-copy with sendfile.
+"""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from ghacache.errors import RemoteProtocolError
+from ghacache.protocol import azblob
+from ghacache.server.state import ACCOUNT, ENTRIES, UPLOADS, state_of
+
+MS_HEADERS = {"x-ms-version": azblob.API_VERSION}
+
+
+def _entry_id(request: web.Request) -> int:
+    raw = request.match_info["entry_id"]
+    if not raw.isdigit():
+        raise RemoteProtocolError(f"blob name must be an entry id, got {raw!r}")
+    return int(raw)
+
+
+def _created(etag_source: int) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={
+            **MS_HEADERS,
+            "ETag": f'"0x{etag_source:X}"',
+            "Last-Modified": formatdate(usegmt=True),
+            "x-ms-request-server-encrypted": "false",
+        },
+    )
+
+
+async def put(request: web.Request) -> web.Response:
+    state = state_of(request)
+    entry_id = _entry_id(request)
+    state.verify_blob_url(request, UPLOADS, entry_id)
+    service = state.service
+    comp = request.query.get("comp")
+    if comp == "block":
+        raw_id = azblob.decode_block_id(request.query.get("blockid"))
+        size = await service.put_block(entry_id, raw_id, request.content.iter_any())
+    elif comp == "blocklist":
+        ids = azblob.parse_block_list(await request.read())
+        size = await service.put_block_list(entry_id, ids)
+    elif comp is None:
+        blob_type = request.headers.get("x-ms-blob-type")
+        if blob_type != "BlockBlob":
+            raise RemoteProtocolError(
+                f"Put Blob needs the header 'x-ms-blob-type: BlockBlob', got {blob_type!r}"
+            )
+        size = await service.put_blob(entry_id, request.content.iter_any())
+    else:
+        raise RemoteProtocolError(f"unsupported operation comp={comp!r}")
+    return _created(size)
+
+
+class _BlobFileResponse(web.FileResponse):
+    """A FileResponse that honours Azure's ``x-ms-range`` like ``Range``."""
+
+    def __init__(self, *args: Any, ms_range: str | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ms_range = ms_range
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self._ms_range is not None:
+            headers = request.headers.copy()
+            headers[hdrs.RANGE] = self._ms_range
+            request = request.clone(headers=headers)
+        return await super().prepare(request)
+
+
+async def get(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    entry_id = _entry_id(request)
+    state.verify_blob_url(request, ENTRIES, entry_id)
+    entry, _info = await state.service.open_download(entry_id)
+    assert entry.blob is not None
+    path = state.service.store.local_path(entry.blob)
+    headers = {**MS_HEADERS, "x-ms-blob-type": "BlockBlob", "Accept-Ranges": "bytes"}
+    if path is not None:
+        return _BlobFileResponse(
+            path,
+            chunk_size=1024 * 1024,
+            headers=headers,
+            ms_range=request.headers.get("x-ms-range"),
+        )
+    raise RemoteProtocolError("the configured store cannot serve blobs through this server")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_put(f"/{ACCOUNT}/{UPLOADS}/{{entry_id}}", put)
+    app.router.add_get(f"/{ACCOUNT}/{ENTRIES}/{{entry_id}}", get)  # also answers HEAD

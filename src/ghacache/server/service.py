@@ -1,0 +1,323 @@
+"""The cache service: GitHub's rules over an ``EntryIndex`` and a ``BlobStore``.
+
+No HTTP types here: routes decode requests, call these methods with verified claims and
+byte streams, and encode the results. Both protocols share one upload model: parts are
+staged, assembled in order, then published and committed in one step, so an entry is
+visible only once its bytes are complete and durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from ghacache.errors import (
+    BlobNotFound,
+    EntryNotFound,
+    EntryTooLarge,
+    RemoteProtocolError,
+    ScopeForbidden,
+    UploadStateError,
+)
+from ghacache.index import Entry, EntryIndex, EntryState
+from ghacache.protocol.azblob import block_part_name
+from ghacache.protocol.keys import dedupe_keys
+from ghacache.protocol.scopes import RuntimeClaims
+from ghacache.storage import BlobInfo, BlobStore
+
+log = logging.getLogger("ghacache.service")
+
+SINGLE_PART = "blob"
+MAX_BLOCK_BYTES = 4000 * 1024 * 1024  # Azure's Put Block limit
+
+
+def _chunk_part(offset: int) -> str:
+    # Zero-padded so that name order is offset order.
+    return f"o{offset:020d}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    max_entry_bytes: int
+    reservation_timeout_s: float
+
+
+class CacheService:
+    """Lookups, reservations, uploads and downloads with GitHub's semantics."""
+
+    def __init__(
+        self,
+        *,
+        index: EntryIndex,
+        store: BlobStore,
+        limits: Limits,
+        now: Callable[[], float],
+    ) -> None:
+        self.index = index
+        self.store = store
+        self.limits = limits
+        self.now = now
+
+    # -- lookups --------------------------------------------------------------------------
+
+    async def lookup(
+        self, claims: RuntimeClaims, keys: Sequence[str], version: str
+    ) -> Entry | None:
+        """The entry a restore with these keys gets, or None; a hit counts as an access."""
+        entry = await self.index.lookup(
+            repo=claims.repository,
+            scopes=claims.readable_refs(),
+            keys=dedupe_keys(keys),
+            version=version,
+        )
+        if entry is not None:
+            await self.index.touch(entry.id, self.now())
+        return entry
+
+    async def list_key(self, claims: RuntimeClaims, key: str) -> list[Entry]:
+        """Committed entries with exactly ``key`` in readable scopes (v1 debug listing)."""
+        return await self.index.list_committed(
+            repo=claims.repository, scopes=claims.readable_refs(), key=key
+        )
+
+    # -- reservations ---------------------------------------------------------------------
+
+    def _write_scope(self, claims: RuntimeClaims) -> str:
+        scope = claims.writable_ref()
+        if scope is None:
+            raise ScopeForbidden("cache write denied: token has no writable scopes")
+        return scope
+
+    async def reserve(
+        self, claims: RuntimeClaims, key: str, version: str, declared_size: int | None = None
+    ) -> Entry:
+        """Reserve (repository, writable scope, key, version) for an upload.
+
+        Raises:
+            ScopeForbidden: the token cannot write.
+            EntryTooLarge: the declared size is over the limit.
+            EntryExists: the identity is committed or reserved by a live upload.
+        """
+        scope = self._write_scope(claims)
+        if declared_size is not None and declared_size > self.limits.max_entry_bytes:
+            raise EntryTooLarge(
+                f"cache size of {declared_size} bytes exceeds the limit of "
+                f"{self.limits.max_entry_bytes} bytes"
+            )
+        now = self.now()
+        entry, replaced = await self.index.reserve(
+            repo=claims.repository,
+            scope=scope,
+            key=key,
+            version=version,
+            declared_size=declared_size,
+            upload=secrets.token_hex(12),
+            now=now,
+            stale_before=now - self.limits.reservation_timeout_s,
+        )
+        if replaced is not None:
+            log.info("replaced abandoned reservation %s of key %r", replaced.id, key)
+            await self.store.discard(replaced.upload)
+        return entry
+
+    async def _pending(self, entry_id: int) -> Entry:
+        entry = await self.index.get(entry_id)
+        if entry is None or entry.state is EntryState.COMMITTED:
+            raise EntryNotFound(f"no upload in progress for entry {entry_id}")
+        return entry
+
+    async def _pending_for(self, claims: RuntimeClaims, cache_id: int) -> Entry:
+        """A v1 reservation by id, checked against the caller's repository and scope."""
+        entry = await self.index.get(cache_id)
+        if entry is None or entry.repo != claims.repository:
+            raise EntryNotFound(f"cache {cache_id} not found")
+        if entry.scope != self._write_scope(claims):
+            raise ScopeForbidden(f"cache {cache_id} belongs to another scope")
+        if entry.state is EntryState.COMMITTED:
+            raise UploadStateError(f"cache {cache_id} is already committed")
+        return entry
+
+    async def _stage(
+        self, entry: Entry, part: str, chunks: AsyncIterable[bytes], *, max_bytes: int
+    ) -> int:
+        size = await self.store.write_part(entry.upload, part, chunks, max_bytes=max_bytes)
+        if not await self.index.add_part(entry.id, part, size, self.now()):
+            raise EntryNotFound(f"upload for entry {entry.id} was abandoned or committed")
+        return size
+
+    # -- v2 uploads (Azure Block Blob subset behind the signed URL) ---------------------------
+
+    async def put_blob(self, entry_id: int, chunks: AsyncIterable[bytes]) -> int:
+        """Put Blob: the whole body in one request."""
+        entry = await self._pending(entry_id)
+        await self._stage(entry, SINGLE_PART, chunks, max_bytes=self.limits.max_entry_bytes)
+        return await self._assemble(entry, [SINGLE_PART])
+
+    async def put_block(
+        self, entry_id: int, raw_block_id: bytes, chunks: AsyncIterable[bytes]
+    ) -> int:
+        """Put Block: stage one block, in any order."""
+        entry = await self._pending(entry_id)
+        max_bytes = min(MAX_BLOCK_BYTES, self.limits.max_entry_bytes)
+        return await self._stage(entry, block_part_name(raw_block_id), chunks, max_bytes=max_bytes)
+
+    async def put_block_list(self, entry_id: int, raw_block_ids: Sequence[bytes]) -> int:
+        """Put Block List: assemble staged blocks in list order."""
+        entry = await self._pending(entry_id)
+        staged = await self.index.parts(entry.id)
+        names = [block_part_name(b) for b in raw_block_ids]
+        missing = [n for n in names if n not in staged]
+        if missing:
+            raise RemoteProtocolError(
+                f"block list names {len(missing)} block(s) that were never uploaded"
+            )
+        total = sum(staged[n] for n in names)
+        if total > self.limits.max_entry_bytes:
+            raise EntryTooLarge(f"blob of {total} bytes exceeds the entry size limit")
+        return await self._assemble(entry, names)
+
+    async def _assemble(self, entry: Entry, names: Sequence[str]) -> int:
+        size = await self.store.assemble(entry.upload, names)
+        if not await self.index.mark_uploaded(entry.id, size, self.now()):
+            raise EntryNotFound(f"upload for entry {entry.id} was abandoned or committed")
+        return size
+
+    async def finalize(
+        self, claims: RuntimeClaims, key: str, version: str, size_bytes: int
+    ) -> Entry:
+        """FinalizeCacheEntryUpload: make the uploaded blob visible.
+
+        Raises:
+            EntryNotFound: no reservation for this key and version in the writable scope.
+            UploadStateError: nothing was uploaded yet.
+            RemoteProtocolError: ``size_bytes`` differs from the bytes received.
+        """
+        scope = self._write_scope(claims)
+        entry = await self.index.find_pending(
+            repo=claims.repository, scope=scope, key=key, version=version
+        )
+        if entry is None:
+            raise EntryNotFound(f"no reservation for key {key!r} and this version in {scope}")
+        if entry.state is not EntryState.UPLOADED or entry.size is None:
+            raise UploadStateError(f"nothing has been uploaded for key {key!r} yet")
+        if entry.size != size_bytes:
+            raise RemoteProtocolError(
+                f"size mismatch: finalize says {size_bytes} bytes but {entry.size} were uploaded"
+            )
+        return await self._publish(entry, entry.size)
+
+    # -- v1 uploads -----------------------------------------------------------------------
+
+    async def upload_chunk(
+        self,
+        claims: RuntimeClaims,
+        cache_id: int,
+        start: int,
+        end: int,
+        chunks: AsyncIterable[bytes],
+    ) -> None:
+        """PATCH one chunk ``[start, end]`` (inclusive), in any order.
+
+        Raises:
+            RemoteProtocolError: the body length differs from the Content-Range.
+        """
+        entry = await self._pending_for(claims, cache_id)
+        if end >= self.limits.max_entry_bytes:
+            raise EntryTooLarge(f"chunk ends beyond the {self.limits.max_entry_bytes}-byte limit")
+        expected = end - start + 1
+        part = _chunk_part(start)
+        size = await self.store.write_part(entry.upload, part, chunks, max_bytes=expected)
+        if size != expected:
+            raise RemoteProtocolError(
+                f"Content-Range announces {expected} bytes but the body had {size}"
+            )
+        if not await self.index.add_part(entry.id, part, size, self.now()):
+            raise EntryNotFound(f"cache {cache_id} was abandoned or committed")
+
+    async def commit_chunks(self, claims: RuntimeClaims, cache_id: int, size: int) -> Entry:
+        """Commit a v1 upload whose chunks must tile ``[0, size)`` exactly.
+
+        Raises:
+            RemoteProtocolError: gaps, overlaps, or a size other than the bytes received.
+        """
+        entry = await self._pending_for(claims, cache_id)
+        staged = await self.index.parts(entry.id)
+        offset = 0
+        names: list[str] = []
+        for name, length in sorted(staged.items()):
+            if not name.startswith("o"):
+                raise UploadStateError(f"cache {cache_id} holds blocks of a v2 upload")
+            start = int(name[1:])
+            if start != offset:
+                what = "gap" if start > offset else "overlap"
+                raise RemoteProtocolError(
+                    f"uploaded chunks have a {what} at byte {min(start, offset)}"
+                )
+            names.append(name)
+            offset += length
+        if offset != size:
+            raise RemoteProtocolError(
+                f"size mismatch: commit says {size} bytes but {offset} were uploaded"
+            )
+        if not names:
+            names = [SINGLE_PART]
+            await self._stage(entry, SINGLE_PART, _empty(), max_bytes=0)
+        assembled = await self.store.assemble(entry.upload, names)
+        return await self._publish(entry, assembled)
+
+    # -- commit and downloads -------------------------------------------------------------
+
+    async def _publish(self, entry: Entry, size: int) -> Entry:
+        blob = f"{entry.id}-{secrets.token_hex(8)}"
+        await self.store.publish(entry.upload, blob)
+        committed = await self.index.commit(entry.id, size=size, blob=blob, now=self.now())
+        if committed is None:  # a concurrent finalize won, or the reservation expired
+            await self.store.delete(blob)
+            raise UploadStateError(f"upload for entry {entry.id} was committed or abandoned")
+        await self.store.discard(entry.upload)
+        return committed
+
+    async def open_download(self, entry_id: int) -> tuple[Entry, BlobInfo]:
+        """A committed entry and its blob's metadata.
+
+        Raises:
+            EntryNotFound: no such committed entry.
+            BlobNotFound: the entry's bytes are gone.
+        """
+        entry = await self.index.get(entry_id)
+        if entry is None or not entry.committed or entry.blob is None:
+            raise BlobNotFound(f"entry {entry_id} does not exist")
+        info = await self.store.stat(entry.blob)
+        if info is None:
+            raise BlobNotFound(f"the bytes of entry {entry_id} are gone")
+        return entry, info
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    async def expire_reservations(self) -> int:
+        """Delete uploads idle past the reservation timeout and their staged bytes."""
+        before = self.now() - self.limits.reservation_timeout_s
+        expired = 0
+        for entry in await self.index.stale_reservations(before):
+            if await self.index.delete_pending(entry.id, before):
+                await self.store.discard(entry.upload)
+                expired += 1
+        if expired:
+            log.info("expired %d abandoned reservation(s)", expired)
+        return expired
+
+    async def discard_orphan_uploads(self) -> int:
+        """Remove staged data whose reservation no longer exists (e.g. after a crash)."""
+        alive = await self.index.pending_uploads()
+        orphans = [u for u in await self.store.list_uploads() if u not in alive]
+        for upload in orphans:
+            await self.store.discard(upload)
+        return len(orphans)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    nothing: tuple[bytes, ...] = ()
+    for chunk in nothing:
+        yield chunk

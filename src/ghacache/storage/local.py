@@ -1,0 +1,231 @@
+"""Blob store on a local filesystem.
+
+Layout under the root::
+
+    uploads/<upload>/<part>        staged parts (written to a temp name, then renamed)
+    uploads/<upload>/=assembled    the upload's assembled object
+    blobs/<xy>/<blob>              published blobs, sharded by the name's last two chars
+
+Parts are renamed into place only when complete, and blobs are hard-linked into place (so
+creation is atomic and create-only) after an fsync, so a crash at any point leaves either
+nothing or a complete file. Deleting a blob unlinks it; readers holding it open finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import re
+import secrets
+import shutil
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from pathlib import Path
+
+from ghacache.errors import (
+    BlobExists,
+    BlobNotFound,
+    EntryTooLarge,
+    StorageError,
+    StorageFull,
+    UploadStateError,
+)
+from ghacache.storage.base import BlobInfo
+
+WRITE_BUFFER_BYTES = 1024 * 1024
+READ_CHUNK_BYTES = 1024 * 1024
+_ASSEMBLED = "=assembled"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _check_name(kind: str, name: str) -> str:
+    # Names are server-generated; this guards against path traversal all the same.
+    if not _NAME.match(name) or name in (".", ".."):
+        raise ValueError(f"invalid {kind} name {name!r}")
+    return name
+
+
+def _os_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"no space left on the cache volume while {what}")
+    return StorageError(f"storage failed while {what}: {exc.strerror or exc}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    """A ``BlobStore`` in a directory; see the module docstring for the layout."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        self._uploads = root / "uploads"
+        self._blobs = root / "blobs"
+        self._uploads.mkdir(parents=True, exist_ok=True)
+        self._blobs.mkdir(parents=True, exist_ok=True)
+
+    def _upload_dir(self, upload: str) -> Path:
+        return self._uploads / _check_name("upload", upload)
+
+    def _blob_path(self, blob: str) -> Path:
+        _check_name("blob", blob)
+        return self._blobs / blob[-2:] / blob
+
+    async def write_part(
+        self, upload: str, part: str, chunks: AsyncIterable[bytes], *, max_bytes: int
+    ) -> int:
+        directory = self._upload_dir(upload)
+        final = directory / _check_name("part", part)
+        tmp = directory / f".tmp-{part}-{secrets.token_hex(4)}"
+        written = 0
+        try:
+            directory.mkdir(exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                buf = bytearray()
+                async for chunk in chunks:
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise EntryTooLarge(f"body is larger than the {max_bytes} bytes allowed")
+                    buf += chunk
+                    if len(buf) >= WRITE_BUFFER_BYTES:
+                        os.write(fd, buf)
+                        buf.clear()
+                if buf:
+                    os.write(fd, buf)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise _os_error(exc, f"staging part {part} of upload {upload}") from exc
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return written
+
+    async def assemble(self, upload: str, parts: Sequence[str]) -> int:
+        return await asyncio.to_thread(self._assemble, upload, list(parts))
+
+    def _assemble(self, upload: str, parts: list[str]) -> int:
+        directory = self._upload_dir(upload)
+        paths = [directory / _check_name("part", p) for p in parts]
+        for p in paths:
+            if not p.is_file():
+                raise BlobNotFound(f"upload {upload} has no staged part {p.name}")
+        tmp = directory / f".tmp-assembled-{secrets.token_hex(4)}"
+        try:
+            if len(paths) == 1:
+                os.link(paths[0], tmp)  # no copy for single-shot uploads
+            else:
+                with open(tmp, "wb") as out:
+                    for p in paths:
+                        with open(p, "rb") as src:
+                            _copy_all(src.fileno(), out.fileno(), os.fstat(src.fileno()).st_size)
+            os.replace(tmp, directory / _ASSEMBLED)
+            return (directory / _ASSEMBLED).stat().st_size
+        except OSError as exc:
+            raise _os_error(exc, f"assembling upload {upload}") from exc
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    async def publish(self, upload: str, blob: str) -> None:
+        await asyncio.to_thread(self._publish, upload, blob)
+
+    def _publish(self, upload: str, blob: str) -> None:
+        source = self._upload_dir(upload) / _ASSEMBLED
+        target = self._blob_path(blob)
+        try:
+            if self.fsync:
+                fd = os.open(source, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            target.parent.mkdir(exist_ok=True)
+            os.link(source, target)  # atomic and create-only
+            if self.fsync:
+                _fsync_dir(target.parent)
+        except FileNotFoundError as exc:
+            raise UploadStateError(f"upload {upload} has no assembled blob to publish") from exc
+        except FileExistsError as exc:
+            raise BlobExists(f"blob {blob} already exists") from exc
+        except OSError as exc:
+            raise _os_error(exc, f"publishing blob {blob}") from exc
+
+    async def discard(self, upload: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self._upload_dir(upload), True)
+
+    async def delete(self, blob: str) -> None:
+        try:
+            self._blob_path(blob).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _os_error(exc, f"deleting blob {blob}") from exc
+
+    async def stat(self, blob: str) -> BlobInfo | None:
+        try:
+            st = self._blob_path(blob).stat()
+        except FileNotFoundError:
+            return None
+        return BlobInfo(
+            size=st.st_size, etag=f'"0x{st.st_ino:x}{st.st_mtime_ns:x}"', modified_at=st.st_mtime
+        )
+
+    def local_path(self, blob: str) -> Path | None:
+        return self._blob_path(blob)
+
+    async def read(self, blob: str, start: int, length: int) -> AsyncIterator[bytes]:
+        try:
+            f = await asyncio.to_thread(open, self._blob_path(blob), "rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"blob {blob} is gone") from exc
+        with f:
+            f.seek(start)
+            remaining = length
+            while remaining > 0:
+                chunk = await asyncio.to_thread(f.read, min(READ_CHUNK_BYTES, remaining))
+                if not chunk:
+                    raise StorageError(f"blob {blob} is shorter than expected")
+                remaining -= len(chunk)
+                yield chunk
+
+    async def list_uploads(self) -> list[str]:
+        return sorted(p.name for p in self._uploads.iterdir() if p.is_dir())
+
+    async def list_blobs(self) -> list[str]:
+        return sorted(
+            p.name
+            for shard in self._blobs.iterdir()
+            if shard.is_dir()
+            for p in shard.iterdir()
+            if not p.name.startswith(".")
+        )
+
+
+def _copy_all(src: int, dst: int, size: int) -> None:
+    """Copy ``size`` bytes in the kernel where possible (copy_file_range), else by reads."""
+    offset = 0
+    while offset < size:
+        try:
+            n = os.copy_file_range(src, dst, size - offset)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            n = 0
+        if n == 0:  # unsupported here: finish with plain reads
+            while offset < size:
+                buf = os.read(src, min(READ_CHUNK_BYTES, size - offset))
+                if not buf:
+                    raise StorageError("a staged part shrank while it was being assembled")
+                os.write(dst, buf)
+                offset += len(buf)
+            return
+        offset += n
