@@ -13,7 +13,10 @@ Every class carries the HTTP status it implies (``status``) and a short machine 
     │   ├── EntryTooLarge (413)   ├── Unauthenticated (401)  ├── ScopeForbidden (403)
     │   └── RateLimited (429)
     ├── StorageError (500)             BlobNotFound (404) · BlobExists (409) · StorageFull (507)
-    └── MetadataError (500)            index/database failures
+    ├── MetadataError (500)            index/database failures
+    └── ClientError                    raised by ghacache.client
+        ├── TransportError             network failure or timeout
+        └── ServerError                the server answered an error (status, message)
 
 A cache miss is a return value (``None``), never an exception.
 """
@@ -149,3 +152,20 @@ class StorageFull(StorageError):
 
 class MetadataError(GhacacheError):
     """The metadata index (database) failed."""
+
+
+class ClientError(GhacacheError):
+    """A client-side failure talking to a cache server."""
+
+
+class TransportError(ClientError):
+    """The request did not complete: connection refused or reset, or a timeout."""
+
+
+class ServerError(ClientError):
+    """The server answered with an error status; ``message`` is the server's own text."""
+
+    def __init__(self, message: str, *, status: int, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body

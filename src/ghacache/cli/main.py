@@ -18,8 +18,9 @@ from pathlib import Path
 from aiohttp import web
 
 from ghacache._version import __version__
+from ghacache.cli import caches
 from ghacache.protocol.scopes import parse_scope_spec
-from ghacache.server.config import SETTINGS, ServerConfig, Setting, parse_duration
+from ghacache.server.config import SETTINGS, ServerConfig, Setting, parse_bool, parse_duration
 
 # Settings of `ghacache token` beyond the server's (documented in the same README table).
 TOKEN_SETTINGS: tuple[Setting, ...] = (
@@ -31,6 +32,7 @@ TOKEN_SETTINGS: tuple[Setting, ...] = (
         "in the variable) for several.",
     ),
     Setting("ttl", "6h", "token: lifetime of the minted token.", "duration"),
+    Setting("admin", "false", "token: mint an admin token for the management API instead.", "bool"),
 )
 
 
@@ -73,8 +75,19 @@ def _parser() -> argparse.ArgumentParser:
                 help=f"{setting.help} [env {setting.env}]",
             )
             token.set_defaults(scope_env=env)
+        elif setting.name == "admin":
+            token.add_argument(
+                setting.flag,
+                dest="admin",
+                action="store_true",
+                default=parse_bool(_env_default(setting)),
+                help=f"{setting.help} [env {setting.env}]",
+            )
         else:
             _add_setting(token, setting)
+
+    by_token = {s.name: s for s in TOKEN_SETTINGS}
+    caches.add_parser(sub, _env_default, by_token["repo"])
     return parser
 
 
@@ -103,20 +116,21 @@ async def _serve(config: ServerConfig) -> None:
 
 
 def _token(args: argparse.Namespace) -> str:
-    from ghacache.server.auth import load_or_create_secret, mint_token
+    from ghacache.server.auth import load_or_create_secret, mint_admin_token, mint_token
 
+    data_dir = Path(args.data_dir)
+    secret_path = Path(args.secret_file) if args.secret_file else data_dir / "secret"
+    ttl_s = parse_duration(args.ttl)
+    if args.admin:
+        return mint_admin_token(load_or_create_secret(secret_path), ttl_s=ttl_s, now=time.time())
     if not args.repo:
         raise ValueError("--repo OWNER/NAME is required")
     specs = args.scope if args.scope is not None else args.scope_env
     if not specs:
         raise ValueError("at least one --scope REF:rw|r|w is required")
     scopes = [parse_scope_spec(s) for s in specs]
-    data_dir = Path(args.data_dir)
-    secret_path = Path(args.secret_file) if args.secret_file else data_dir / "secret"
     secret = load_or_create_secret(secret_path)
-    return mint_token(
-        secret, repository=args.repo, scopes=scopes, ttl_s=parse_duration(args.ttl), now=time.time()
-    )
+    return mint_token(secret, repository=args.repo, scopes=scopes, ttl_s=ttl_s, now=time.time())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(config))
         elif args.command == "token":
             print(_token(args))
+        elif args.command == "caches":
+            return caches.run(args)
     except ValueError as exc:
         print(f"ghacache: error: {exc}", file=sys.stderr)
         return 2

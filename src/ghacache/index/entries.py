@@ -14,10 +14,15 @@ from dataclasses import dataclass
 
 from ghacache.errors import EntryExists, MetadataError
 from ghacache.index.database import Database, Row
-from ghacache.protocol.keys import Candidate, pick
+from ghacache.protocol.keys import Candidate, pick, prefix_upper_bound
 
-# The highest code point: every string starting with a prefix sorts below prefix + this.
-_MAX_CHAR = "\U0010ffff"
+
+def key_prefix_condition(prefix: str) -> tuple[str, list[object]]:
+    """SQL (and parameters) selecting keys that start with ``prefix`` as an index range."""
+    upper = prefix_upper_bound(prefix)
+    if upper is None:
+        return "key >= ?", [prefix]
+    return "key >= ? AND key < ?", [prefix, upper]
 
 
 class EntryState(enum.IntEnum):
@@ -213,11 +218,12 @@ class EntryIndex:
             for key in keys:
                 selects.append(f"SELECT * FROM ({base} AND key = ?) AS e{len(selects)}")
                 params += [repo, scope, version, EntryState.COMMITTED, key]
+                condition, bounds = key_prefix_condition(key)
                 selects.append(
-                    f"SELECT * FROM ({base} AND key >= ? AND key < ? "
+                    f"SELECT * FROM ({base} AND {condition} "
                     f"ORDER BY created_at DESC, id DESC LIMIT 1) AS e{len(selects)}"
                 )
-                params += [repo, scope, version, EntryState.COMMITTED, key, key + _MAX_CHAR]
+                params += [repo, scope, version, EntryState.COMMITTED, *bounds]
         rows = await self.db.fetch_all(" UNION ALL ".join(selects), params)
         chosen = pick(
             (

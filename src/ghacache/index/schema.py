@@ -44,6 +44,24 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (entry_id, name)
         )""",
     ],
+    [
+        "CREATE INDEX entries_repo_access ON entries (repo, state, last_accessed_at)",
+        """CREATE TABLE evictions (
+            id {id},
+            entry_id BIGINT NOT NULL,
+            repo {text} NOT NULL,
+            scope {text} NOT NULL,
+            key {text} NOT NULL,
+            version {text} NOT NULL,
+            size BIGINT NOT NULL,
+            reason {text} NOT NULL,
+            created_at {real} NOT NULL,
+            last_accessed_at {real} NOT NULL,
+            evicted_at {real} NOT NULL
+        )""",
+        "CREATE INDEX evictions_repo_time ON evictions (repo, evicted_at)",
+        "CREATE INDEX evictions_time ON evictions (evicted_at)",
+    ],
 ]
 
 

@@ -62,7 +62,8 @@ def parse_block_list(body: bytes) -> list[bytes]:
     if len(body) > MAX_BLOCK_LIST_BYTES:
         raise RemoteProtocolError("block list body is too large")
     try:
-        root = SafeET.fromstring(body)
+        # A Put Block List body never has a DTD; refuse any, not only entity declarations.
+        root = SafeET.fromstring(body, forbid_dtd=True)
     except (SafeET.ParseError, DefusedXmlException, ValueError) as exc:
         raise RemoteProtocolError(f"block list is not acceptable XML: {exc}") from exc
     if root.tag != "BlockList":
@@ -107,11 +108,11 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
             raise RangeNotSatisfiable(f"range {value!r} selects no bytes", size=size)
         return max(0, size - n), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         raise RemoteProtocolError(f"range {value!r} ends before it starts")
     if start >= size:
         raise RangeNotSatisfiable(f"range {value!r} starts at or beyond {size} bytes", size=size)
+    end = int(last) if last else size - 1
     return start, min(end, size - 1)
 
 
@@ -129,6 +130,7 @@ ERROR_CODES: dict[int, str] = {
     401: "NoAuthenticationInformation",
     403: "AuthenticationFailed",
     404: "BlobNotFound",
+    405: "UnsupportedHttpVerb",
     409: "BlobAlreadyExists",
     412: "ConditionNotMet",
     413: "RequestBodyTooLarge",

@@ -61,6 +61,21 @@ def validate_version(version: str) -> str:
     return version
 
 
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix``, if any.
+
+    Code-point order equals UTF-8 byte order, so ``prefix <= key < bound`` is exactly
+    ``key.startswith(prefix)`` in a bytewise-collated index (SQLite, PostgreSQL ``C``).
+    """
+    for i in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[i]) + 1
+        if code == 0xD800:  # skip the surrogate block, which UTF-8 cannot hold
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return prefix[:i] + chr(code)
+    return None
+
+
 def dedupe_keys(keys: Iterable[str]) -> tuple[str, ...]:
     """Drop repeated keys, keeping first occurrences (BuildKit repeats the primary key)."""
     return tuple(dict.fromkeys(keys))

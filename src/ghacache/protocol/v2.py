@@ -8,6 +8,7 @@ canonical JSON. Unknown fields are ignored, as protobuf JSON parsers do.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,19 +42,30 @@ TWIRP_STATUS: dict[str, int] = {
 }
 
 
+# proto3 JSON int64 as a string: an optional minus sign and ASCII digits only
+# (str.isdigit() also accepts '²' and other digits that int() refuses or protobuf rejects).
+_INT64_STRING = re.compile(r"-?[0-9]+")
+
+
+class MalformedRequest(RemoteProtocolError):
+    """The body could not be decoded at all (Twirp's ``malformed``)."""
+
+    code = "malformed"
+
+
 def decode_body(body: bytes) -> dict[str, Any]:
-    """Parse a Twirp JSON request body into a dict.
+    """Parse a Twirp JSON request body into a dict; proto3 ``null`` fields mean "default".
 
     Raises:
-        RemoteProtocolError: not JSON, or not a JSON object.
+        MalformedRequest: not JSON, or not a JSON object.
     """
     try:
         data = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RemoteProtocolError(f"request body is not valid JSON: {exc}") from exc
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise RemoteProtocolError("request body must be a JSON object")
-    return data
+        raise MalformedRequest("request body must be a JSON object")
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def _str(data: dict[str, Any], name: str) -> str:
@@ -69,7 +81,7 @@ def _int64(data: dict[str, Any], name: str) -> int:
         raise RemoteProtocolError(f"field '{name}' must be an int64")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.lstrip("-").isdigit():
+    if isinstance(value, str) and _INT64_STRING.fullmatch(value):
         return int(value)
     raise RemoteProtocolError(f"field '{name}' must be an int64 (number or decimal string)")
 

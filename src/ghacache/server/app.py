@@ -7,13 +7,16 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from ghacache.index import open_index
+from ghacache.index.catalog import Catalog
+from ghacache.protocol.eviction import Policy
 from ghacache.protocol.signing import UrlSigner
 from ghacache.server.auth import (
+    AdminAuthenticator,
     Authenticator,
     GithubAuthenticator,
     SecretAuthenticator,
@@ -23,7 +26,9 @@ from ghacache.server.auth import (
 )
 from ghacache.server.config import ServerConfig
 from ghacache.server.errors import error_middleware
-from ghacache.server.routes import blobs, v1, v2
+from ghacache.server.maintenance import Maintainer, PolicyBook
+from ghacache.server.ratelimit import CreationRateLimiter
+from ghacache.server.routes import blobs, management, v1, v2
 from ghacache.server.service import CacheService, Limits
 from ghacache.server.state import STATE, ServerState, state_of
 from ghacache.storage import open_store
@@ -78,6 +83,15 @@ async def create_app(
     authenticator = make_authenticator(config, secret, now)
     index = await open_index(config.index_url)
     store = open_store(config.store_url, fsync=config.fsync)
+    catalog = Catalog(index.db)
+    maintainer = Maintainer(
+        index=index,
+        catalog=catalog,
+        store=store,
+        policies=policy_book(config),
+        orphan_grace_s=config.orphan_grace,
+        now=now,
+    )
     service = CacheService(
         index=index,
         store=store,
@@ -86,12 +100,17 @@ async def create_app(
             reservation_timeout_s=config.reservation_timeout,
         ),
         now=now,
+        rate_limiter=CreationRateLimiter(config.rate_limit, now=now),
+        on_commit=lambda entry: maintainer.evict(entry.repo),
     )
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_BODY_BYTES)
     app[STATE] = ServerState(
         config=config,
         service=service,
+        catalog=catalog,
+        maintainer=maintainer,
         authenticator=authenticator,
+        admin=AdminAuthenticator(secret, cache_tokens=authenticator, now=now),
         signer=UrlSigner(secret=derive_key(secret, "url")),
         now=now,
     )
@@ -99,31 +118,55 @@ async def create_app(
     v2.add_routes(app)
     v1.add_routes(app)
     blobs.add_routes(app)
-    app.cleanup_ctx.append(_maintenance)
+    management.add_routes(app)
+    app.cleanup_ctx.append(_background_jobs)
     return app
 
 
-async def _maintenance(app: web.Application) -> AsyncIterator[None]:
-    """Reconcile once at start-up, then expire abandoned reservations periodically."""
+def policy_book(config: ServerConfig) -> PolicyBook:
+    default = Policy(quota_bytes=config.repo_quota_bytes, idle_expiry_s=config.idle_expiry)
+    overrides = {
+        repo: Policy(quota_bytes=quota, idle_expiry_s=expiry)
+        for repo, (quota, expiry) in config.repo_policies().items()
+    }
+    return PolicyBook(default=default, overrides=overrides)
+
+
+async def _every(interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except Exception:
+            log.exception("%s failed; retrying in %.0f s", name, interval_s)
+
+
+async def _sweep(state: ServerState) -> None:
+    await state.maintainer.evict()
+    await state.maintainer.reconcile()
+
+
+async def _background_jobs(app: web.Application) -> AsyncIterator[None]:
+    """Reconcile and sweep once at start-up, then expire and evict on timers."""
     state = app[STATE]
     service = state.service
-    await service.discard_orphan_uploads()
     await service.expire_reservations()
-    interval = max(1.0, min(60.0, state.config.reservation_timeout / 2))
-
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await service.expire_reservations()
-            except Exception:
-                log.exception("reservation expiry failed; retrying in %.0f s", interval)
-
-    task = asyncio.create_task(loop())
+    await _sweep(state)
+    reservation_every = max(1.0, min(60.0, state.config.reservation_timeout / 2))
+    tasks = [
+        asyncio.create_task(
+            _every(reservation_every, service.expire_reservations, "reservation expiry")
+        ),
+        asyncio.create_task(
+            _every(state.config.eviction_interval, lambda: _sweep(state), "eviction sweep")
+        ),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await service.index.close()
 
 

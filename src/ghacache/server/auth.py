@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import jwt
 from jwt.types import Options
 
-from ghacache.errors import Unauthenticated
+from ghacache.errors import ScopeForbidden, Unauthenticated
 from ghacache.protocol.scopes import RuntimeClaims, Scope, claims_from_payload, encode_ac
 
 # Times are checked by protocol.scopes with the injected clock, not by PyJWT.
@@ -179,3 +179,53 @@ class GithubAuthenticator:
         except jwt.PyJWTError as exc:
             raise _decode_error(exc) from exc
         return claims_from_payload(payload, now=self._now())
+
+
+ADMIN_CLAIM = "ghacache_admin"
+
+
+def mint_admin_token(secret: bytes, *, ttl_s: float, now: float) -> str:
+    """A management-API token; signed with a key cache tokens never use."""
+    payload = {
+        "iss": "ghacache",
+        "sub": "admin",
+        ADMIN_CLAIM: True,
+        "nbf": int(now) - 5,
+        "iat": int(now),
+        "exp": int(now + ttl_s),
+    }
+    return jwt.encode(payload, derive_key(secret, "admin"), algorithm="HS256")
+
+
+class AdminAuthenticator:
+    """Checks management-API tokens; tells a valid cache token (403) from garbage (401)."""
+
+    def __init__(
+        self, secret: bytes, *, cache_tokens: Authenticator, now: Callable[[], float]
+    ) -> None:
+        self._key = derive_key(secret, "admin")
+        self._cache_tokens = cache_tokens
+        self._now = now
+
+    async def authenticate(self, header: str | None) -> None:
+        """Raises Unauthenticated (no valid token) or ScopeForbidden (a cache token)."""
+        token = bearer_token(header)
+        try:
+            payload = jwt.decode(token, self._key, algorithms=["HS256"], options=_JWT_OPTIONS)
+        except jwt.PyJWTError:
+            try:
+                await self._cache_tokens.authenticate(token)
+            except Unauthenticated:
+                raise Unauthenticated("management API needs an admin token") from None
+            raise ScopeForbidden(
+                "this is a cache token; the management API needs an admin token "
+                "(ghacache token --admin)"
+            ) from None
+        if payload.get(ADMIN_CLAIM) is not True:
+            raise ScopeForbidden("token is not an admin token")
+        exp = payload.get("exp")
+        if not isinstance(exp, int | float) or self._now() >= exp:
+            raise Unauthenticated("admin token has expired")
+        nbf = payload.get("nbf")
+        if isinstance(nbf, int | float) and self._now() < nbf:
+            raise Unauthenticated("admin token is not valid yet")

@@ -80,6 +80,37 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("max_entry_size", "10GiB", "Largest entry accepted.", "size"),
     Setting(
+        "repo_quota_bytes",
+        "10GiB",
+        "Per-repository quota; over it, least recently accessed entries are evicted.",
+        "size",
+    ),
+    Setting("idle_expiry", "7d", "Entries not accessed for this long are evicted.", "duration"),
+    Setting(
+        "repo_overrides",
+        "",
+        "Per-repository quota and expiry: OWNER/NAME=QUOTA[:EXPIRY], comma-separated, "
+        "e.g. octo/big=50GiB:14d,octo/tiny=1GiB.",
+    ),
+    Setting(
+        "eviction_interval",
+        "10m",
+        "How often eviction and reconciliation sweep all repositories.",
+        "duration",
+    ),
+    Setting(
+        "orphan_grace",
+        "1h",
+        "Bytes without an entry (and staged uploads without a reservation) older than this are removed.",
+        "duration",
+    ),
+    Setting(
+        "rate_limit",
+        "0",
+        "Cache-entry creations allowed per minute per repository (0 = no limit); over it, 429 with Retry-After.",
+        "int",
+    ),
+    Setting(
         "fsync", "true", "fsync blobs and directories before an entry becomes visible.", "bool"
     ),
     Setting("log_level", "info", "Log level: debug, info, warning or error."),
@@ -145,6 +176,12 @@ class ServerConfig:
     url_ttl: float = 3600.0
     reservation_timeout: float = 3600.0
     max_entry_size: int = 10 * 1024**3
+    repo_quota_bytes: int = 10 * 1024**3
+    idle_expiry: float = 7 * 86400.0
+    repo_overrides: str = ""
+    eviction_interval: float = 600.0
+    orphan_grace: float = 3600.0
+    rate_limit: int = 0
     fsync: bool = True
     log_level: str = "info"
 
@@ -159,6 +196,16 @@ class ServerConfig:
     @property
     def store_url(self) -> str:
         return self.storage_url or f"file://{(self.data_dir / 'store').resolve()}"
+
+    def repo_policies(self) -> dict[str, tuple[int, float]]:
+        """Parse ``repo_overrides`` into repo -> (quota bytes, idle expiry seconds).
+
+        Raises:
+            ValueError: a malformed override.
+        """
+        return parse_repo_overrides(
+            self.repo_overrides, quota=self.repo_quota_bytes, expiry=self.idle_expiry
+        )
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> ServerConfig:
@@ -176,7 +223,12 @@ class ServerConfig:
                 kwargs[name] = _convert(setting, raw)
             except ValueError as exc:
                 raise ValueError(f"{setting.flag} / {setting.env}: {exc}") from exc
-        return cls(**{k: v for k, v in kwargs.items() if k in known})  # type: ignore[arg-type]
+        config = cls(**{k: v for k, v in kwargs.items() if k in known})  # type: ignore[arg-type]
+        try:
+            config.repo_policies()
+        except ValueError as exc:
+            raise ValueError(f"--repo-overrides / GHACACHE_REPO_OVERRIDES: {exc}") from exc
+        return config
 
 
 def _convert(setting: Setting, raw: str) -> object:
@@ -193,3 +245,22 @@ def _convert(setting: Setting, raw: str) -> object:
     if setting.name == "data_dir":
         return Path(raw)
     return raw
+
+
+def parse_repo_overrides(text: str, *, quota: int, expiry: float) -> dict[str, tuple[int, float]]:
+    """Parse ``OWNER/NAME=QUOTA[:EXPIRY],...``; omitted parts take the global values.
+
+    Raises:
+        ValueError: a malformed item.
+    """
+    out: dict[str, tuple[int, float]] = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        repo, sep, limits = item.partition("=")
+        if not sep or "/" not in repo or not limits:
+            raise ValueError(f"override {item!r} must look like OWNER/NAME=QUOTA[:EXPIRY]")
+        size, _, age = limits.partition(":")
+        out[repo.strip()] = (
+            parse_size(size) if size else quota,
+            parse_duration(age) if age else expiry,
+        )
+    return out

@@ -97,6 +97,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         resp = render(
             family, exc.status, _HTTP_CODES.get(exc.status, "internal"), exc.reason, head=head
         )
+        if "Allow" in exc.headers:  # keep what a 405 says is allowed
+            resp.headers["Allow"] = exc.headers["Allow"]
     except Exception:
         log.exception("%s %s failed unexpectedly", request.method, request.path)
         resp = render(family, 500, "internal", "internal server error", head=head)

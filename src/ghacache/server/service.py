@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ghacache.errors import (
@@ -19,12 +19,14 @@ from ghacache.errors import (
     EntryTooLarge,
     RemoteProtocolError,
     ScopeForbidden,
+    StorageError,
     UploadStateError,
 )
 from ghacache.index import Entry, EntryIndex, EntryState
 from ghacache.protocol.azblob import block_part_name
 from ghacache.protocol.keys import dedupe_keys
 from ghacache.protocol.scopes import RuntimeClaims
+from ghacache.server.ratelimit import CreationRateLimiter
 from ghacache.storage import BlobInfo, BlobStore
 
 log = logging.getLogger("ghacache.service")
@@ -54,11 +56,17 @@ class CacheService:
         store: BlobStore,
         limits: Limits,
         now: Callable[[], float],
+        rate_limiter: CreationRateLimiter | None = None,
+        on_commit: Callable[[Entry], Awaitable[object]] | None = None,
     ) -> None:
         self.index = index
         self.store = store
         self.limits = limits
         self.now = now
+        self.rate_limiter = rate_limiter or CreationRateLimiter(0, now=now)
+        # Called after every commit (eviction for the entry's repository); its failures are
+        # logged, never reported to the client whose entry is already safely committed.
+        self.on_commit = on_commit
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -101,6 +109,7 @@ class CacheService:
             EntryExists: the identity is committed or reserved by a live upload.
         """
         scope = self._write_scope(claims)
+        self.rate_limiter.acquire(claims.repository)
         if declared_size is not None and declared_size > self.limits.max_entry_bytes:
             raise EntryTooLarge(
                 f"cache size of {declared_size} bytes exceeds the limit of "
@@ -179,7 +188,7 @@ class CacheService:
         return await self._assemble(entry, names)
 
     async def _assemble(self, entry: Entry, names: Sequence[str]) -> int:
-        size = await self.store.assemble(entry.upload, names)
+        size = await self._assemble_parts(entry, names)
         if not await self.index.mark_uploaded(entry.id, size, self.now()):
             raise EntryNotFound(f"upload for entry {entry.id} was abandoned or committed")
         return size
@@ -228,11 +237,11 @@ class CacheService:
             raise EntryTooLarge(f"chunk ends beyond the {self.limits.max_entry_bytes}-byte limit")
         expected = end - start + 1
         part = _chunk_part(start)
-        size = await self.store.write_part(entry.upload, part, chunks, max_bytes=expected)
-        if size != expected:
-            raise RemoteProtocolError(
-                f"Content-Range announces {expected} bytes but the body had {size}"
-            )
+        # The length is checked inside the stream, so a wrong-length body fails the write
+        # and never replaces a chunk already staged for this range.
+        size = await self.store.write_part(
+            entry.upload, part, _exactly(chunks, expected), max_bytes=expected
+        )
         if not await self.index.add_part(entry.id, part, size, self.now()):
             raise EntryNotFound(f"cache {cache_id} was abandoned or committed")
 
@@ -244,6 +253,8 @@ class CacheService:
         """
         entry = await self._pending_for(claims, cache_id)
         staged = await self.index.parts(entry.id)
+        # A concurrent commit deletes the parts as it commits: check we read a pending upload's.
+        entry = await self._pending_for(claims, cache_id)
         offset = 0
         names: list[str] = []
         for name, length in sorted(staged.items()):
@@ -264,8 +275,20 @@ class CacheService:
         if not names:
             names = [SINGLE_PART]
             await self._stage(entry, SINGLE_PART, _empty(), max_bytes=0)
-        assembled = await self.store.assemble(entry.upload, names)
+        assembled = await self._assemble_parts(entry, names)
         return await self._publish(entry, assembled)
+
+    async def _assemble_parts(self, entry: Entry, names: Sequence[str]) -> int:
+        """Assemble staged parts; losing a race to a concurrent commit is a 412, not a 500."""
+        try:
+            return await self.store.assemble(entry.upload, names)
+        except StorageError as exc:
+            current = await self.index.get(entry.id)
+            if current is None or current.committed:
+                raise UploadStateError(
+                    f"upload for entry {entry.id} was committed or abandoned"
+                ) from exc
+            raise
 
     # -- commit and downloads -------------------------------------------------------------
 
@@ -277,6 +300,11 @@ class CacheService:
             await self.store.delete(blob)
             raise UploadStateError(f"upload for entry {entry.id} was committed or abandoned")
         await self.store.discard(entry.upload)
+        if self.on_commit is not None:
+            try:
+                await self.on_commit(committed)
+            except Exception:
+                log.exception("post-commit work failed for entry %s", committed.id)
         return committed
 
     async def open_download(self, entry_id: int) -> tuple[Entry, BlobInfo]:
@@ -308,13 +336,21 @@ class CacheService:
             log.info("expired %d abandoned reservation(s)", expired)
         return expired
 
-    async def discard_orphan_uploads(self) -> int:
-        """Remove staged data whose reservation no longer exists (e.g. after a crash)."""
-        alive = await self.index.pending_uploads()
-        orphans = [u for u in await self.store.list_uploads() if u not in alive]
-        for upload in orphans:
-            await self.store.discard(upload)
-        return len(orphans)
+
+async def _exactly(chunks: AsyncIterable[bytes], expected: int) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` through, raising if they add up to anything but ``expected`` bytes."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > expected:
+            raise RemoteProtocolError(
+                f"Content-Range announces {expected} bytes but the body is longer"
+            )
+        yield chunk
+    if received != expected:
+        raise RemoteProtocolError(
+            f"Content-Range announces {expected} bytes but the body had {received}"
+        )
 
 
 async def _empty() -> AsyncIterator[bytes]:

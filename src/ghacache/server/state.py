@@ -12,10 +12,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ghacache.index.catalog import Catalog
 from ghacache.protocol.scopes import RuntimeClaims
 from ghacache.protocol.signing import Direction, UrlSigner
-from ghacache.server.auth import Authenticator, bearer_token
+from ghacache.server.auth import AdminAuthenticator, Authenticator, bearer_token
 from ghacache.server.config import ServerConfig
+from ghacache.server.maintenance import Maintainer
 from ghacache.server.service import CacheService
 
 # The first path segment of blob URLs; Azure SDKs read it as the storage account.
@@ -28,7 +30,10 @@ ENTRIES = "entries"
 class ServerState:
     config: ServerConfig
     service: CacheService
+    catalog: Catalog
+    maintainer: Maintainer
     authenticator: Authenticator
+    admin: AdminAuthenticator
     signer: UrlSigner
     now: Callable[[], float]
 
@@ -55,6 +60,10 @@ class ServerState:
             direction=direction,
             now=self.now(),
         )
+
+    async def require_admin(self, request: web.Request) -> None:
+        """Raises Unauthenticated or ScopeForbidden unless the request has an admin token."""
+        await self.admin.authenticate(request.headers.get("Authorization"))
 
     async def claims(self, request: web.Request) -> RuntimeClaims:
         token = bearer_token(request.headers.get("Authorization"))

@@ -73,6 +73,10 @@ class BlobStore(Protocol):
         """Names of uploads with staged data (for reconciliation)."""
         ...
 
+    async def upload_modified_at(self, upload: str) -> float | None:
+        """When ``upload`` last received data, or None if nothing is staged."""
+        ...
+
     async def list_blobs(self) -> list[str]:
         """Names of all published blobs (for reconciliation)."""
         ...

@@ -14,12 +14,13 @@ nothing or a complete file. Deleting a blob unlinks it; readers holding it open 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from ghacache.errors import (
@@ -35,12 +36,12 @@ from ghacache.storage.base import BlobInfo
 WRITE_BUFFER_BYTES = 1024 * 1024
 READ_CHUNK_BYTES = 1024 * 1024
 _ASSEMBLED = "=assembled"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def _check_name(kind: str, name: str) -> str:
     # Names are server-generated; this guards against path traversal all the same.
-    if not _NAME.match(name) or name in (".", ".."):
+    if not _NAME.fullmatch(name) or name in (".", ".."):  # fullmatch: "$" allows a final "\n"
         raise ValueError(f"invalid {kind} name {name!r}")
     return name
 
@@ -49,6 +50,25 @@ def _os_error(exc: OSError, what: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(f"no space left on the cache volume while {what}")
     return StorageError(f"storage failed while {what}: {exc.strerror or exc}")
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    """Write every byte: write(2) may store only part of a buffer (disk nearly full, file
+    size limit), and the retry is what reports the error."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        view.release()  # the caller may resize ``data`` (bytearray.clear) afterwards
+
+
+@contextlib.contextmanager
+def _storage_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _os_error(exc, what) from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -83,27 +103,32 @@ class LocalStore:
         directory = self._upload_dir(upload)
         final = directory / _check_name("part", part)
         tmp = directory / f".tmp-{part}-{secrets.token_hex(4)}"
+        what = f"staging part {part} of upload {upload}"
         written = 0
         try:
-            directory.mkdir(exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with _storage_errors(what):
+                directory.mkdir(exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 buf = bytearray()
+                # Errors from the body itself (a client that hangs up) pass through as
+                # they are; only our own file operations become storage errors.
                 async for chunk in chunks:
                     written += len(chunk)
                     if written > max_bytes:
                         raise EntryTooLarge(f"body is larger than the {max_bytes} bytes allowed")
                     buf += chunk
                     if len(buf) >= WRITE_BUFFER_BYTES:
-                        os.write(fd, buf)
+                        with _storage_errors(what):
+                            _write_all(fd, buf)
                         buf.clear()
-                if buf:
-                    os.write(fd, buf)
+                with _storage_errors(what):
+                    if buf:
+                        _write_all(fd, buf)
             finally:
                 os.close(fd)
-            os.replace(tmp, final)
-        except OSError as exc:
-            raise _os_error(exc, f"staging part {part} of upload {upload}") from exc
+            with _storage_errors(what):
+                os.replace(tmp, final)
         finally:
             if tmp.exists():
                 tmp.unlink()
@@ -200,6 +225,14 @@ class LocalStore:
     async def list_uploads(self) -> list[str]:
         return sorted(p.name for p in self._uploads.iterdir() if p.is_dir())
 
+    async def upload_modified_at(self, upload: str) -> float | None:
+        directory = self._upload_dir(upload)
+        try:
+            times = [directory.stat().st_mtime] + [p.stat().st_mtime for p in directory.iterdir()]
+        except FileNotFoundError:
+            return None
+        return max(times)
+
     async def list_blobs(self) -> list[str]:
         return sorted(
             p.name
@@ -225,7 +258,7 @@ def _copy_all(src: int, dst: int, size: int) -> None:
                 buf = os.read(src, min(READ_CHUNK_BYTES, size - offset))
                 if not buf:
                     raise StorageError("a staged part shrank while it was being assembled")
-                os.write(dst, buf)
+                _write_all(dst, buf)
                 offset += len(buf)
             return
         offset += n

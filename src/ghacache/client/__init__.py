@@ -1,0 +1,1 @@
+"""Clients for cache servers; independent of the server package."""

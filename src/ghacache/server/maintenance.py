@@ -1,0 +1,147 @@
+"""Background upkeep: eviction (quota, idle expiry), abandoned uploads and orphan reconciling.
+
+Eviction runs for one repository right after each commit and for all repositories on a
+timer. Rows are deleted (and recorded) before blobs, so nothing is ever served without its
+bytes; a blob left behind by a crash in between is an orphan that ``reconcile`` removes once
+it is older than the grace period. Blobs are unlinked, so a download already streaming one
+finishes intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ghacache.index import Entry, EntryIndex
+from ghacache.index.catalog import Catalog
+from ghacache.protocol.eviction import EvictionReason, Policy, plan
+from ghacache.storage import BlobStore
+
+log = logging.getLogger("ghacache.maintenance")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyBook:
+    """The default policy and per-repository overrides."""
+
+    default: Policy
+    overrides: Mapping[str, Policy] = field(default_factory=dict)
+
+    def for_repo(self, repo: str) -> Policy:
+        return self.overrides.get(repo, self.default)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcileReport:
+    orphan_blobs: int
+    orphan_uploads: int
+    missing_entries: int
+
+
+class Maintainer:
+    """Runs eviction and reconciliation; one sweep at a time per process."""
+
+    def __init__(
+        self,
+        *,
+        index: EntryIndex,
+        catalog: Catalog,
+        store: BlobStore,
+        policies: PolicyBook,
+        orphan_grace_s: float,
+        now: Callable[[], float],
+    ) -> None:
+        self.index = index
+        self.catalog = catalog
+        self.store = store
+        self.policies = policies
+        self.orphan_grace_s = orphan_grace_s
+        self.now = now
+        self._lock = asyncio.Lock()
+
+    async def evict(self, repo: str | None = None) -> list[Entry]:
+        """Apply quota and idle expiry to one repository (or all); return what was removed."""
+        async with self._lock:
+            removed: list[Entry] = []
+            for usage in await self.catalog.usage(repo):
+                policy = self.policies.for_repo(usage.repo)
+                now = self.now()
+                if (
+                    usage.size <= policy.quota_bytes
+                    and usage.oldest_access >= now - policy.idle_expiry_s
+                ):
+                    continue
+                removed += await self._evict_repo(usage.repo, policy, now)
+            return removed
+
+    async def _evict_repo(self, repo: str, policy: Policy, now: float) -> list[Entry]:
+        planned = plan(await self.catalog.usages_of(repo), policy=policy, now=now)
+        removed: list[Entry] = []
+        for reason in (EvictionReason.IDLE, EvictionReason.QUOTA):
+            batch = [u for u, r in planned if r is reason]
+            if not batch:
+                continue
+            # An entry restored since planning has a newer access time and is kept.
+            newest = max(u.last_accessed_at for u in batch)
+            gone = await self.catalog.remove(
+                [u.entry_id for u in batch], reason, now=now, accessed_before=newest
+            )
+            await self._delete_blobs(gone)
+            removed += gone
+        if removed:
+            log.info(
+                "evicted %d entries (%d bytes) from %s",
+                len(removed),
+                sum(e.size or 0 for e in removed),
+                repo,
+            )
+        return removed
+
+    async def delete(self, entry_ids: list[int]) -> list[Entry]:
+        """Remove entries on an operator's request (recorded with reason ``deleted``)."""
+        gone = await self.catalog.remove(entry_ids, EvictionReason.DELETED, now=self.now())
+        await self._delete_blobs(gone)
+        return gone
+
+    async def _delete_blobs(self, entries: list[Entry]) -> None:
+        for e in entries:
+            if e.blob is not None:
+                await self.store.delete(e.blob)
+
+    async def reconcile(self) -> ReconcileReport:
+        """Remove bytes without an entry and entries without bytes.
+
+        Blobs and staged uploads are only removed once older than the grace period, so an
+        upload or commit in flight (possibly on another replica) is never disturbed.
+        """
+        async with self._lock:
+            # Read the index before listing the store: an entry committed after this read
+            # has a fresh blob (protected by the grace period), never a "missing" one.
+            committed = await self.catalog.committed_blob_map()
+            pending = await self.index.pending_uploads()
+            blobs = set(await self.store.list_blobs())
+            cutoff = self.now() - self.orphan_grace_s
+            orphan_blobs = 0
+            for name in blobs - set(committed.values()):
+                info = await self.store.stat(name)
+                if info is not None and info.modified_at < cutoff:
+                    await self.store.delete(name)
+                    orphan_blobs += 1
+            missing = [entry_id for entry_id, blob in committed.items() if blob not in blobs]
+            gone = await self.catalog.remove(missing, EvictionReason.MISSING, now=self.now())
+            orphan_uploads = 0
+            for upload in await self.store.list_uploads():
+                if upload in pending:
+                    continue
+                age = await self.store.upload_modified_at(upload)
+                if age is not None and age < cutoff:
+                    await self.store.discard(upload)
+                    orphan_uploads += 1
+            report = ReconcileReport(
+                orphan_blobs=orphan_blobs, orphan_uploads=orphan_uploads, missing_entries=len(gone)
+            )
+            if orphan_blobs or orphan_uploads or gone:
+                log.info("reconciled storage: %s", report)
+            return report
