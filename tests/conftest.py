@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +19,7 @@ from typing import Protocol
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ghacache.protocol.scopes import parse_scope_spec
 from ghacache.server.app import create_app
@@ -67,11 +68,12 @@ class ServerHandle:
 
 
 async def start_server(
-    tmp_path: Path, clock: Clock, **settings: str
+    tmp_path: Path, clock: Clock, *, middlewares: Sequence[Middleware] = (), **settings: str
 ) -> tuple[ServerHandle, web.AppRunner]:
+    """Start a real server in this event loop; ``middlewares`` may inject faults."""
     values = {"data_dir": str(tmp_path / "data"), "port": "0", "fsync": "false", **settings}
     config = ServerConfig.from_strings(values)
-    app = await create_app(config, now=clock)
+    app = await create_app(config, now=clock, middlewares=middlewares)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -16,7 +16,12 @@ Every class carries the HTTP status it implies (``status``) and a short machine 
     ├── MetadataError (500)            index/database failures
     └── ClientError                    raised by ghacache.client
         ├── TransportError             network failure or timeout
+        │   └── DeadlineExceeded       retries ran out of time (also a TimeoutError)
         └── ServerError                the server answered an error (status, message)
+            ├── InvalidResponse        the answer broke the protocol
+            ├── RemoteEntryExists      a reservation found the key taken (also EntryExists)
+            ├── RemoteEntryNotFound    a found entry vanished before it was read (also EntryNotFound)
+            └── RemoteRateLimited      429 and no retry left (also RateLimited)
 
 A cache miss is a return value (``None``), never an exception.
 """
@@ -169,3 +174,34 @@ class ServerError(ClientError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class DeadlineExceeded(TransportError, TimeoutError):
+    """The deadline passed before the request succeeded; ``message`` names the last failure."""
+
+
+class InvalidResponse(ServerError):
+    """The server answered something the protocol does not allow (bad JSON, missing field)."""
+
+
+class RemoteEntryExists(ServerError, EntryExists):
+    """The server refused a reservation because the key and version are already taken.
+
+    Callers that only want the entry to exist (BuildKit blob saves) treat this as success.
+    """
+
+
+class RemoteEntryNotFound(ServerError, EntryNotFound):
+    """An entry the service had found is gone (evicted or deleted) before it could be read."""
+
+
+class RemoteRateLimited(ServerError, RateLimited):
+    """The server kept answering 429 until no attempt was left."""
+
+    def __init__(
+        self, message: str, *, status: int = 429, body: str = "", retry_after_s: int
+    ) -> None:
+        GhacacheError.__init__(self, message)
+        self.status = status
+        self.body = body
+        self.retry_after_s = retry_after_s

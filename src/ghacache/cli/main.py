@@ -18,7 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ghacache._version import __version__
-from ghacache.cli import caches
+from ghacache.cli import buildkit, cache, caches
 from ghacache.protocol.scopes import parse_scope_spec
 from ghacache.server.config import SETTINGS, ServerConfig, Setting, parse_bool, parse_duration
 
@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 
     by_token = {s.name: s for s in TOKEN_SETTINGS}
     caches.add_parser(sub, _env_default, by_token["repo"])
+    cache.add_parsers(sub, _env_default)
+    buildkit.add_parser(sub, _env_default)
     return parser
 
 
@@ -145,8 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(config))
         elif args.command == "token":
             print(_token(args))
+        elif args.command == "buildkit":
+            return buildkit.run(args)
         elif args.command == "caches":
             return caches.run(args)
+        elif args.command in ("save", "restore"):
+            return cache.run(args)
     except ValueError as exc:
         print(f"ghacache: error: {exc}", file=sys.stderr)
         return 2

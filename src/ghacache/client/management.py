@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from ghacache.errors import ServerError, TransportError
+from ghacache.client._http import decode_json, server_error, transport_error
 
 
 class ManagementClient:
@@ -38,18 +38,19 @@ class ManagementClient:
 
     async def _request(self, method: str, path: str, params: dict[str, str] | None = None) -> Any:
         url = self.base_url + path
+        what = f"{method} {path}"
         try:
             async with self._session.request(
                 method, url, params=params, headers=self._headers
             ) as r:
-                text = await r.text()
+                body = await r.read()
                 if r.status >= 400:
-                    raise ServerError(_message(text, r.status), status=r.status, body=text)
-                return await r.json(content_type=None) if text else None
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{method} {url} failed: {exc}") from exc
+                    raise server_error(r.status, body, r.headers, what=what, reason=r.reason or "")
+                return decode_json(body, what=what, status=r.status) if body.strip() else None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise transport_error(exc, f"{method} {url}") from exc
         except TimeoutError as exc:
-            raise TransportError(f"{method} {url} timed out") from exc
+            raise transport_error(exc, f"{method} {url} timed out") from exc
 
     async def list_caches(
         self,
@@ -107,17 +108,3 @@ class ManagementClient:
         params = {"per_page": str(min(limit, 100)), **({"repo": repo} if repo else {})}
         body = await self._request("GET", "/actions/cache/evictions", params)
         return list(body["evictions"])[:limit]
-
-
-def _message(text: str, status: int) -> str:
-    import json
-
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return f"HTTP {status}: {text[:200]}"
-    if isinstance(body, dict):
-        msg = body.get("message") or body.get("msg")
-        if isinstance(msg, str):
-            return f"HTTP {status}: {msg}"
-    return f"HTTP {status}: {text[:200]}"

@@ -22,7 +22,10 @@ _SORT_COLUMNS = {
     "last_accessed_at": "last_accessed_at",
     "size_in_bytes": "size",
 }
-DELETE_BATCH = 500
+# Rows per DELETE; the eviction record is inserted in slices that stay under SQLite's
+# 32,766 bound parameters.
+DELETE_BATCH = 2000
+_INSERT_ROWS = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,10 +175,11 @@ class Catalog:
             async with self.db.transaction() as tx:
                 rows = await tx.fetch_all(f"{sql} RETURNING {_COLUMNS}", params)
                 gone = [_entry(r) for r in rows]
-                if gone:
-                    values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" for _ in gone)
+                for k in range(0, len(gone), _INSERT_ROWS):
+                    part = gone[k : k + _INSERT_ROWS]
+                    values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" for _ in part)
                     record: list[object] = []
-                    for e in gone:
+                    for e in part:
                         record += [
                             e.id, e.repo, e.scope, e.key, e.version, e.size or 0, str(reason),
                             e.created_at, e.last_accessed_at, now,
@@ -195,6 +199,36 @@ class Catalog:
             (EntryState.COMMITTED,),
         )
         return {int(r[0]): str(r[1]) for r in rows}
+
+    async def buildkit_blobs(self, repo: str, version: str) -> set[str]:
+        """Digests of committed ``buildkit-blob-1-<digest>`` entries in any scope of ``repo``."""
+        condition, bounds = key_prefix_condition("buildkit-blob-1-")
+        rows = await self.db.fetch_all(
+            f"SELECT key FROM entries WHERE repo = ? AND version = ? AND state = ? AND {condition}",
+            [repo, version, EntryState.COMMITTED, *bounds],
+        )
+        return {str(r[0])[len("buildkit-blob-1-") :] for r in rows}
+
+    async def newest_buildkit_indexes(self, repo: str, version: str) -> list[Entry]:
+        """The newest committed entry of every ``index-…#N`` family (per scope) of ``repo``."""
+        condition, bounds = key_prefix_condition("index-")
+        rows = await self.db.fetch_all(
+            f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND version = ? AND state = ? "
+            f"AND {condition} ORDER BY created_at, id",
+            [repo, version, EntryState.COMMITTED, *bounds],
+        )
+        newest: dict[tuple[str, str], Entry] = {}
+        for entry in map(_entry, rows):
+            newest[(entry.scope, entry.key.rpartition("#")[0] or entry.key)] = entry
+        return list(newest.values())
+
+    async def replace_blob(self, entry_id: int, *, old_blob: str, new_blob: str, size: int) -> bool:
+        """Point a committed entry at new bytes, if it still points at ``old_blob``."""
+        n = await self.db.execute(
+            "UPDATE entries SET blob = ?, size = ? WHERE id = ? AND blob = ? AND state = ?",
+            (new_blob, size, entry_id, old_blob, EntryState.COMMITTED),
+        )
+        return n > 0
 
     async def evictions(
         self, *, repo: str | None = None, limit: int = 100, offset: int = 0

@@ -76,6 +76,20 @@ def prefix_upper_bound(prefix: str) -> str | None:
     return None
 
 
+MAX_ENTRY_ID = 2**63 - 1  # int64, as the protocols carry ids
+
+
+def parse_entry_id(raw: str) -> int | None:
+    """A positive int64 id written in ASCII digits, else None.
+
+    ``str.isdigit`` alone would accept e.g. "²", which ``int`` rejects.
+    """
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    value = int(raw)
+    return value if 0 < value <= MAX_ENTRY_ID else None
+
+
 def dedupe_keys(keys: Iterable[str]) -> tuple[str, ...]:
     """Drop repeated keys, keeping first occurrences (BuildKit repeats the primary key)."""
     return tuple(dict.fromkeys(keys))

@@ -63,6 +63,12 @@ class ReserveCacheRequest:
             cache_size=_opt_int(data, "cacheSize"),
         )
 
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "version": self.version}
+        if self.cache_size is not None:
+            out["cacheSize"] = self.cache_size
+        return out
+
 
 @dataclass(frozen=True, kw_only=True)
 class CommitCacheRequest:
@@ -74,6 +80,9 @@ class CommitCacheRequest:
         if size is None:
             raise RemoteProtocolError("commit needs an integer field 'size'")
         return cls(size=size)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +98,10 @@ class LookupQuery:
         if not version:
             raise RemoteProtocolError("query parameter 'version' is required")
         return cls(keys=validate_keys(keys.split(",")), version=validate_version(version))
+
+    def to_query(self) -> dict[str, str]:
+        """The query parameters (the HTTP client percent-encodes the commas and ``#``)."""
+        return {"keys": ",".join(self.keys), "version": self.version}
 
 
 def parse_content_range(value: str | None) -> tuple[int, int]:
@@ -140,3 +153,51 @@ def error_body(message: str, *, type_key: str) -> dict[str, Any]:
         "errorCode": 0,
         "eventId": 3000,
     }
+
+
+# -- client side: response decoders ----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReserveCacheResponse:
+    cache_id: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReserveCacheResponse:
+        """Read ``cacheId`` (any letter case, as Go's decoder does).
+
+        Raises:
+            RemoteProtocolError: missing, not a positive integer (0 means a failed reservation).
+        """
+        value = next((v for k, v in data.items() if k.lower() == "cacheid"), None)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise RemoteProtocolError(f"reserve response has no valid 'cacheId': {value!r}")
+        return cls(cache_id=value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArtifactCacheEntry:
+    """A lookup hit (``GET cache``)."""
+
+    cache_key: str
+    archive_location: str
+    scope: str
+    cache_version: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ArtifactCacheEntry | None:
+        """The hit, or None when ``cacheKey`` is empty (a miss, as go-actions-cache reads it).
+
+        Raises:
+            RemoteProtocolError: a hit without ``archiveLocation`` or with ill-typed fields.
+        """
+        key = data.get("cacheKey") or ""
+        if not key:
+            return None
+        location = data.get("archiveLocation")
+        scope, version = data.get("scope") or "", data.get("cacheVersion") or ""
+        if not isinstance(key, str) or not isinstance(location, str) or not location:
+            raise RemoteProtocolError("lookup hit has no string 'archiveLocation'")
+        if not isinstance(scope, str) or not isinstance(version, str):
+            raise RemoteProtocolError("lookup hit has ill-typed 'scope' or 'cacheVersion'")
+        return cls(cache_key=key, archive_location=location, scope=scope, cache_version=version)

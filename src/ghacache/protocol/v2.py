@@ -99,6 +99,9 @@ class CreateCacheEntryRequest:
     def from_json(cls, data: dict[str, Any]) -> CreateCacheEntryRequest:
         return cls(key=_key(data), version=validate_version(_str(data, "version")))
 
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "version": self.version}
+
 
 @dataclass(frozen=True, kw_only=True)
 class FinalizeCacheEntryUploadRequest:
@@ -113,6 +116,10 @@ class FinalizeCacheEntryUploadRequest:
         if size < 0:
             raise RemoteProtocolError("size_bytes must not be negative")
         return cls(key=_key(data), version=validate_version(_str(data, "version")), size_bytes=size)
+
+    def to_json(self) -> dict[str, Any]:
+        # int64 as a string, as protobuf's canonical JSON (and the official client) sends it.
+        return {"key": self.key, "size_bytes": str(self.size_bytes), "version": self.version}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +143,12 @@ class GetCacheEntryDownloadURLRequest:
     def keys(self) -> tuple[str, ...]:
         return (self.key, *self.restore_keys)
 
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "version": self.version}
+        if self.restore_keys:  # proto3 JSON leaves default (empty) fields out
+            out["restore_keys"] = list(self.restore_keys)
+        return out
+
 
 def create_response(signed_upload_url: str) -> dict[str, Any]:
     return {"ok": True, "signed_upload_url": signed_upload_url}
@@ -158,3 +171,82 @@ def error_body(code: str, msg: str) -> dict[str, Any]:
     if code not in TWIRP_STATUS:
         code = "internal"
     return {"code": code, "msg": msg}
+
+
+# -- client side: response decoders ----------------------------------------------------------
+# Responses may use proto names (snake_case) or lowerCamelCase; ``{}`` means ``ok: false``.
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _resp_field(data: dict[str, Any], name: str) -> Any:
+    value = data.get(name)
+    return data.get(_camel(name)) if value is None else value
+
+
+def _resp_str(data: dict[str, Any], name: str) -> str:
+    value = _resp_field(data, name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RemoteProtocolError(f"response field '{name}' must be a string")
+    return value
+
+
+def _resp_ok(data: dict[str, Any]) -> bool:
+    value = _resp_field(data, "ok")
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RemoteProtocolError("response field 'ok' must be a boolean")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateCacheEntryResponse:
+    ok: bool
+    signed_upload_url: str
+    message: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CreateCacheEntryResponse:
+        """Raises RemoteProtocolError on a wrongly typed field."""
+        return cls(
+            ok=_resp_ok(data),
+            signed_upload_url=_resp_str(data, "signed_upload_url"),
+            message=_resp_str(data, "message"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalizeCacheEntryUploadResponse:
+    ok: bool
+    entry_id: int
+    message: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FinalizeCacheEntryUploadResponse:
+        """Raises RemoteProtocolError on a wrongly typed field."""
+        name = "entry_id" if "entry_id" in data else "entryId"
+        return cls(
+            ok=_resp_ok(data), entry_id=_int64(data, name), message=_resp_str(data, "message")
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GetCacheEntryDownloadURLResponse:
+    ok: bool
+    signed_download_url: str
+    matched_key: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GetCacheEntryDownloadURLResponse:
+        """Raises RemoteProtocolError on a wrongly typed field."""
+        return cls(
+            ok=_resp_ok(data),
+            signed_download_url=_resp_str(data, "signed_download_url"),
+            matched_key=_resp_str(data, "matched_key"),
+        )

@@ -7,9 +7,10 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ghacache.index import open_index
 from ghacache.index.catalog import Catalog
@@ -24,6 +25,7 @@ from ghacache.server.auth import (
     derive_key,
     load_or_create_secret,
 )
+from ghacache.server.buildkit import BuildkitIndexes, IndexLimits
 from ghacache.server.config import ServerConfig
 from ghacache.server.errors import error_middleware
 from ghacache.server.maintenance import Maintainer, PolicyBook
@@ -76,14 +78,30 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def create_app(
-    config: ServerConfig, *, now: Callable[[], float] = time.time
+    config: ServerConfig,
+    *,
+    now: Callable[[], float] = time.time,
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
-    """Open the index and store named by ``config`` and return the ready app."""
+    """Open the index and store named by ``config`` and return the ready app.
+
+    ``middlewares`` run outside the error mapper (tests inject faults with them).
+    """
     secret = load_or_create_secret(config.secret_path)
     authenticator = make_authenticator(config, secret, now)
     index = await open_index(config.index_url)
     store = open_store(config.store_url, fsync=config.fsync)
     catalog = Catalog(index.db)
+    buildkit = BuildkitIndexes(
+        index=index,
+        catalog=catalog,
+        store=store,
+        limits=IndexLimits(
+            max_bytes=config.buildkit_index_max_bytes,
+            max_age_s=config.buildkit_index_max_age or None,
+        ),
+        now=now,
+    )
     maintainer = Maintainer(
         index=index,
         catalog=catalog,
@@ -91,6 +109,7 @@ async def create_app(
         policies=policy_book(config),
         orphan_grace_s=config.orphan_grace,
         now=now,
+        on_removed=buildkit.after_removal if config.buildkit_merge else None,
     )
     service = CacheService(
         index=index,
@@ -102,8 +121,11 @@ async def create_app(
         now=now,
         rate_limiter=CreationRateLimiter(config.rate_limit, now=now),
         on_commit=lambda entry: maintainer.evict(entry.repo),
+        before_publish=buildkit.before_publish if config.buildkit_merge else None,
     )
-    app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[*middlewares, error_middleware], client_max_size=CLIENT_MAX_BODY_BYTES
+    )
     app[STATE] = ServerState(
         config=config,
         service=service,

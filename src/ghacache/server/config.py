@@ -22,10 +22,13 @@ class Setting:
     help: str
     kind: Literal["str", "int", "bool", "duration", "size", "choice"] = "str"
     choices: tuple[str, ...] = ()
+    # A flag other than --<name>, when two commands need one flag with different meanings
+    # (e.g. `token --scope` and `buildkit --scope`); the variable stays GHACACHE_<NAME>.
+    flag_override: str = ""
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flag_override or "--" + self.name.replace("_", "-")
 
     @property
     def env(self) -> str:
@@ -113,6 +116,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "fsync", "true", "fsync blobs and directories before an entry becomes visible.", "bool"
     ),
+    Setting(
+        "buildkit_merge",
+        "true",
+        "Merge each new BuildKit index generation with the previous one, and drop index records "
+        "whose blobs were evicted.",
+        "bool",
+    ),
+    Setting(
+        "buildkit_index_max_bytes",
+        "1MiB",
+        "Merged BuildKit indexes are trimmed (oldest results first) to at most this size.",
+        "size",
+    ),
+    Setting(
+        "buildkit_index_max_age",
+        "0",
+        "Drop merged BuildKit index results older than this (0 = keep while their blobs exist).",
+        "duration",
+    ),
     Setting("log_level", "info", "Log level: debug, info, warning or error."),
 )
 
@@ -182,6 +204,9 @@ class ServerConfig:
     eviction_interval: float = 600.0
     orphan_grace: float = 3600.0
     rate_limit: int = 0
+    buildkit_merge: bool = True
+    buildkit_index_max_bytes: int = 1024 * 1024
+    buildkit_index_max_age: float = 0.0
     fsync: bool = True
     log_level: str = "info"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from ghacache.index import Entry, EntryIndex
@@ -52,6 +52,7 @@ class Maintainer:
         policies: PolicyBook,
         orphan_grace_s: float,
         now: Callable[[], float],
+        on_removed: Callable[[list[Entry]], Awaitable[object]] | None = None,
     ) -> None:
         self.index = index
         self.catalog = catalog
@@ -59,6 +60,8 @@ class Maintainer:
         self.policies = policies
         self.orphan_grace_s = orphan_grace_s
         self.now = now
+        # Called with every batch of removed entries (BuildKit index repair).
+        self.on_removed = on_removed
         self._lock = asyncio.Lock()
 
     async def evict(self, repo: str | None = None) -> list[Entry]:
@@ -106,9 +109,12 @@ class Maintainer:
         return gone
 
     async def _delete_blobs(self, entries: list[Entry]) -> None:
-        for e in entries:
-            if e.blob is not None:
-                await self.store.delete(e.blob)
+        await self.store.delete_many([e.blob for e in entries if e.blob is not None])
+        if entries and self.on_removed is not None:
+            try:
+                await self.on_removed(entries)
+            except Exception:
+                log.exception("post-removal work failed")
 
     async def reconcile(self) -> ReconcileReport:
         """Remove bytes without an entry and entries without bytes.

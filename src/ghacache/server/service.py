@@ -58,6 +58,7 @@ class CacheService:
         now: Callable[[], float],
         rate_limiter: CreationRateLimiter | None = None,
         on_commit: Callable[[Entry], Awaitable[object]] | None = None,
+        before_publish: Callable[[Entry], Awaitable[int | None]] | None = None,
     ) -> None:
         self.index = index
         self.store = store
@@ -67,6 +68,9 @@ class CacheService:
         # Called after every commit (eviction for the entry's repository); its failures are
         # logged, never reported to the client whose entry is already safely committed.
         self.on_commit = on_commit
+        # May rewrite the staged bytes before they become visible (BuildKit index merge);
+        # returns the new size. Its failures keep the bytes as uploaded.
+        self.before_publish = before_publish
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -293,6 +297,11 @@ class CacheService:
     # -- commit and downloads -------------------------------------------------------------
 
     async def _publish(self, entry: Entry, size: int) -> Entry:
+        if self.before_publish is not None:
+            try:
+                size = await self.before_publish(entry) or size
+            except Exception:
+                log.exception("pre-publish work failed for entry %s; kept as uploaded", entry.id)
         blob = f"{entry.id}-{secrets.token_hex(8)}"
         await self.store.publish(entry.upload, blob)
         committed = await self.index.commit(entry.id, size=size, blob=blob, now=self.now())

@@ -42,6 +42,14 @@ class BlobStore(Protocol):
         """
         ...
 
+    async def read_assembled(self, upload: str, max_bytes: int) -> bytes | None:
+        """The upload's assembled bytes, or None if there are more than ``max_bytes``."""
+        ...
+
+    async def replace_assembled(self, upload: str, data: bytes) -> int:
+        """Atomically replace the upload's assembled object with ``data``; return its size."""
+        ...
+
     async def publish(self, upload: str, blob: str) -> None:
         """Make the assembled object durable and visible as ``blob`` (create-only).
 
@@ -55,6 +63,10 @@ class BlobStore(Protocol):
 
     async def delete(self, blob: str) -> None:
         """Remove a published blob; a no-op if it is gone. Open readers keep their bytes."""
+        ...
+
+    async def delete_many(self, blobs: Sequence[str]) -> None:
+        """Remove several published blobs (missing ones are skipped)."""
         ...
 
     async def stat(self, blob: str) -> BlobInfo | None:

@@ -160,6 +160,25 @@ class LocalStore:
             if tmp.exists():
                 tmp.unlink()
 
+    async def read_assembled(self, upload: str, max_bytes: int) -> bytes | None:
+        path = self._upload_dir(upload) / _ASSEMBLED
+        with _storage_errors(f"reading upload {upload}"):
+            if path.stat().st_size > max_bytes:
+                return None
+            return await asyncio.to_thread(path.read_bytes)
+
+    async def replace_assembled(self, upload: str, data: bytes) -> int:
+        directory = self._upload_dir(upload)
+        tmp = directory / f".tmp-replace-{secrets.token_hex(4)}"
+        with _storage_errors(f"rewriting upload {upload}"):
+            try:
+                await asyncio.to_thread(tmp.write_bytes, data)
+                os.replace(tmp, directory / _ASSEMBLED)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+        return len(data)
+
     async def publish(self, upload: str, blob: str) -> None:
         await asyncio.to_thread(self._publish, upload, blob)
 
@@ -175,6 +194,9 @@ class LocalStore:
                     os.close(fd)
             target.parent.mkdir(exist_ok=True)
             os.link(source, target)  # atomic and create-only
+            # A hard link keeps the upload's mtime; reconciliation's grace period counts
+            # from publication, so a slow finalize is never mistaken for an old orphan.
+            os.utime(target)
             if self.fsync:
                 _fsync_dir(target.parent)
         except FileNotFoundError as exc:
@@ -194,6 +216,20 @@ class LocalStore:
             pass
         except OSError as exc:
             raise _os_error(exc, f"deleting blob {blob}") from exc
+
+    async def delete_many(self, blobs: Sequence[str]) -> None:
+        await asyncio.to_thread(self._delete_many, list(blobs))
+
+    def _delete_many(self, blobs: list[str]) -> None:
+        root = str(self._blobs)
+        for blob in blobs:
+            _check_name("blob", blob)
+            try:
+                os.unlink(f"{root}/{blob[-2:]}/{blob}")
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise _os_error(exc, f"deleting blob {blob}") from exc
 
     async def stat(self, blob: str) -> BlobInfo | None:
         try:

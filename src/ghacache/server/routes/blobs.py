@@ -14,6 +14,7 @@ from aiohttp import hdrs, web
 
 from ghacache.errors import RemoteProtocolError
 from ghacache.protocol import azblob
+from ghacache.protocol.keys import parse_entry_id
 from ghacache.server.state import ACCOUNT, ENTRIES, UPLOADS, state_of
 
 MS_HEADERS = {"x-ms-version": azblob.API_VERSION}
@@ -21,9 +22,10 @@ MS_HEADERS = {"x-ms-version": azblob.API_VERSION}
 
 def _entry_id(request: web.Request) -> int:
     raw = request.match_info["entry_id"]
-    if not raw.isdigit():
+    entry_id = parse_entry_id(raw)
+    if entry_id is None:
         raise RemoteProtocolError(f"blob name must be an entry id, got {raw!r}")
-    return int(raw)
+    return entry_id
 
 
 def _created(etag_source: int) -> web.Response:

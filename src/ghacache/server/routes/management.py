@@ -15,6 +15,7 @@ Every route needs an admin token (``ghacache token --admin``).
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from aiohttp import web
 from ghacache.errors import EntryNotFound, RemoteProtocolError
 from ghacache.index import Entry
 from ghacache.index.catalog import Eviction, RepoUsage, SortField
+from ghacache.protocol.keys import parse_entry_id
 from ghacache.server.state import ServerState, state_of
 
 SORTS: tuple[SortField, ...] = ("created_at", "last_accessed_at", "size_in_bytes")
@@ -36,11 +38,14 @@ class ValidationFailed(RemoteProtocolError):
 
 
 def iso(ts: float) -> str:
-    """GitHub's timestamp format, e.g. 2026-11-27T18:00:00.000Z."""
-    return (
-        datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        + f"{int(ts * 1000) % 1000:03d}Z"
-    )
+    """GitHub's timestamp format, e.g. 2026-11-27T18:00:00.000Z (truncated to milliseconds).
+
+    Seconds and milliseconds come from one truncation: ``fromtimestamp`` alone rounds to
+    microseconds, which would carry x.9999995 into the next second next to ``.999``.
+    """
+    seconds = math.floor(ts)
+    millis = min(999, int((ts - seconds) * 1000))
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
 
 
 def cache_json(e: Entry) -> dict[str, Any]:
@@ -83,9 +88,10 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = parse_entry_id(raw)
+    if value is None or not low <= value <= high:
         raise ValidationFailed(f"'{name}' must be an integer from {low} to {high}, got {raw!r}")
-    return int(raw)
+    return value
 
 
 def _paging(request: web.Request) -> tuple[int, int]:
@@ -146,7 +152,8 @@ async def delete_by_key(request: web.Request) -> web.Response:
 async def delete_by_id(request: web.Request) -> web.Response:
     state = await _admin(request)
     raw = request.match_info["cache_id"]
-    entry = await state.service.index.get(int(raw)) if raw.isdigit() else None
+    cache_id = parse_entry_id(raw)  # int64 ids only; anything else names no cache
+    entry = await state.service.index.get(cache_id) if cache_id is not None else None
     if entry is None or not entry.committed or entry.repo != _repo(request):
         raise EntryNotFound(f"cache {raw} not found in {_repo(request)}")
     if not await state.maintainer.delete([entry.id]):

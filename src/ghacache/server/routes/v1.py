@@ -9,6 +9,7 @@ from aiohttp import web
 from ghacache.errors import RemoteProtocolError
 from ghacache.index import Entry
 from ghacache.protocol import v1
+from ghacache.protocol.keys import parse_entry_id
 from ghacache.server.state import ENTRIES, ServerState, state_of
 
 # ACTIONS_CACHE_URL may carry any path prefix (GitHub used /<opaque id>/).
@@ -40,9 +41,10 @@ async def _json(request: web.Request) -> dict[str, object]:
 
 def _cache_id(request: web.Request) -> int:
     raw = request.match_info["cache_id"]
-    if not raw.isdigit() or int(raw) <= 0:
+    cache_id = parse_entry_id(raw)
+    if cache_id is None:
         raise RemoteProtocolError(f"cache id must be a positive integer, got {raw!r}")
-    return int(raw)
+    return cache_id
 
 
 async def lookup(request: web.Request) -> web.Response:
