@@ -253,3 +253,16 @@ async def test_export_writes_exactly_what_buildkit_would(
         from tests.support.fixtures import index_bytes
 
         assert dumps(doc) == dumps(normalize(parse(index_bytes("index-build-a-1-f921bd05#1"))))
+
+
+async def test_oversized_index_is_refused(
+    plain_server: tuple[ServerHandle, Protocol], tmp_path: Path
+) -> None:
+    """An index entry far beyond any real BuildKit index is not loaded into memory."""
+    server, protocol = plain_server
+    async with _client(server, protocol) as client:
+        await BuildkitCache(client).export(layout("build-a"), scope="app")
+        small = BuildkitCache(client, max_index_bytes=1000)
+        with pytest.raises(CacheConfigError, match="refusing to load"):
+            await small.import_(tmp_path / "out", scopes=["app"])
+    assert not (tmp_path / "out" / "index.json").exists()

@@ -85,9 +85,16 @@ class ScopeInfo:
 class BuildkitCache:
     """BuildKit's gha cache layout on top of one ``CacheClient``."""
 
-    def __init__(self, client: CacheClient, *, parallel: int = DEFAULT_PARALLEL) -> None:
+    def __init__(
+        self,
+        client: CacheClient,
+        *,
+        parallel: int = DEFAULT_PARALLEL,
+        max_index_bytes: int = MAX_INDEX_BYTES,
+    ) -> None:
         self.client = client
         self.parallel = parallel
+        self.max_index_bytes = max_index_bytes
 
     # -- refs ---------------------------------------------------------------------------
 
@@ -116,7 +123,7 @@ class BuildkitCache:
         if entry is None:
             return None
         async with await self.client.open(entry) as reader:
-            if reader.size > MAX_INDEX_BYTES:
+            if reader.size > self.max_index_bytes:
                 raise CacheConfigError(
                     f"index {entry.key} is {reader.size} bytes; refusing to load it"
                 )
