@@ -116,3 +116,30 @@ async def test_corrupt_index_is_stored_as_uploaded(
     )
     key, body = await _current_index(server, http, token, "index-build-a-1-f921bd05")
     assert (key, body) == ("index-build-a-1-f921bd05#3", junk)
+
+
+async def test_max_age_drops_old_results(
+    tmp_path, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    """Results older than --buildkit-index-max-age are dropped when a generation is merged."""
+    fixture_time = parse(index_bytes("index-build-a-1-f921bd05#1")).records[0].results[0].created_at
+    from ghacache.cacheconfig.merge import timestamp
+
+    clock.t = timestamp(fixture_time) + 3600  # an hour after BuildKit wrote the fixtures
+    for max_age, survives in (("2h", True), ("10m", False)):
+        server, runner = await start_server(
+            tmp_path / max_age, clock, buildkit_index_max_age=max_age
+        )
+        try:
+            token = server.token()
+            await _replay(server, http, token)
+            _, body = await _current_index(server, http, token, "index-build-a-1-f921bd05")
+            kept = parse(body)
+            assert bool(kept.records) is survives
+            if survives:
+                assert kept == merge(
+                    parse(index_bytes("index-build-a-1-f921bd05#1")),
+                    parse(index_bytes("index-build-a-1-f921bd05#2")),
+                )
+        finally:
+            await runner.cleanup()

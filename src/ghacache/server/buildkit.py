@@ -19,6 +19,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ghacache.cacheconfig import keys as bk
 from ghacache.cacheconfig.merge import bound, gc, merge
@@ -108,11 +109,8 @@ class BuildkitIndexes:
         self.records_dropped += report.dropped_records
         cutoff = None
         if self.limits.max_age_s is not None:
-            from datetime import UTC, datetime
-
-            cutoff = datetime.fromtimestamp(self.now() - self.limits.max_age_s, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            )
+            oldest = datetime.fromtimestamp(self.now() - self.limits.max_age_s, UTC)
+            cutoff = oldest.strftime("%Y-%m-%dT%H:%M:%SZ")
         return bound(repaired, max_bytes=self.limits.max_bytes, min_created_at=cutoff)
 
     async def _read(self, entry: Entry) -> CacheConfig | None:
