@@ -1,6 +1,6 @@
 """The request sequences real BuildKit (go-actions-cache) sends, replayed on the raw wire.
 
-See /work/shared/reference/buildkit-real-client-behaviour.md: mutable ``index-...#n`` keys
+See the shared reference "buildkit-real-client-behaviour.md": mutable ``index-...#n`` keys
 found by prefix (newest wins), one index lookup per token scope, lookup-before-reserve for
 layer blobs, chunked out-of-order v1 PATCHes, ranged reads, and sequential 1 MiB Put Blocks
 with 64-byte Go SDK block ids.
