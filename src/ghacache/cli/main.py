@@ -51,7 +51,10 @@ def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ghacache", description="GitHub Actions cache server")
+    parser = argparse.ArgumentParser(
+        prog="ghacache",
+        description="GitHub Actions cache: server, client and BuildKit cache backend",
+    )
     parser.add_argument("--version", action="version", version=f"ghacache {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
