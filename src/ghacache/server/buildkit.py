@@ -120,7 +120,7 @@ class BuildkitIndexes:
             or entry.size > self.limits.max_bytes * READ_LIMIT_FACTOR
         ):
             return None
-        data = b"".join([chunk async for chunk in _chunks(self.store, entry.blob, entry.size)])
+        data = b"".join([chunk async for chunk in self.store.read(entry.blob, 0, entry.size)])
         if not looks_like_cacheconfig(data):
             return None
         try:
@@ -182,8 +182,3 @@ def looks_like_cacheconfig(raw: bytes) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     return isinstance(doc, dict) and bool(doc) and set(doc) <= {"layers", "records"}
-
-
-async def _chunks(store: BlobStore, blob: str, size: int) -> AsyncIterator[bytes]:
-    async for chunk in store.read(blob, 0, size):
-        yield chunk

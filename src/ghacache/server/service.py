@@ -243,11 +243,7 @@ class CacheService:
         part = _chunk_part(start)
         # The length is checked inside the stream, so a wrong-length body fails the write
         # and never replaces a chunk already staged for this range.
-        size = await self.store.write_part(
-            entry.upload, part, _exactly(chunks, expected), max_bytes=expected
-        )
-        if not await self.index.add_part(entry.id, part, size, self.now()):
-            raise EntryNotFound(f"cache {cache_id} was abandoned or committed")
+        await self._stage(entry, part, _exactly(chunks, expected), max_bytes=expected)
 
     async def commit_chunks(self, claims: RuntimeClaims, cache_id: int, size: int) -> Entry:
         """Commit a v1 upload whose chunks must tile ``[0, size)`` exactly.

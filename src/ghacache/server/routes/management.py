@@ -15,8 +15,6 @@ Every route needs an admin token (``ghacache token --admin``).
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +23,7 @@ from ghacache.errors import EntryNotFound, RemoteProtocolError
 from ghacache.index import Entry
 from ghacache.index.catalog import Eviction, RepoUsage, SortField
 from ghacache.protocol.keys import parse_entry_id
+from ghacache.server.routes.timestamps import iso
 from ghacache.server.state import ServerState, state_of
 
 SORTS: tuple[SortField, ...] = ("created_at", "last_accessed_at", "size_in_bytes")
@@ -35,17 +34,6 @@ class ValidationFailed(RemoteProtocolError):
     """A query parameter is invalid (GitHub answers 422)."""
 
     status = 422
-
-
-def iso(ts: float) -> str:
-    """GitHub's timestamp format, e.g. 2026-11-27T18:00:00.000Z (truncated to milliseconds).
-
-    Seconds and milliseconds come from one truncation: ``fromtimestamp`` alone rounds to
-    microseconds, which would carry x.9999995 into the next second next to ``.999``.
-    """
-    seconds = math.floor(ts)
-    millis = min(999, int((ts - seconds) * 1000))
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
 
 
 def cache_json(e: Entry) -> dict[str, Any]:

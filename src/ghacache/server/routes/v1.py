@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 
 from ghacache.errors import RemoteProtocolError
 from ghacache.index import Entry
 from ghacache.protocol import v1
 from ghacache.protocol.keys import parse_entry_id
+from ghacache.server.routes.timestamps import iso
 from ghacache.server.state import ENTRIES, ServerState, state_of
 
 # ACTIONS_CACHE_URL may carry any path prefix (GitHub used /<opaque id>/).
 PREFIX = "/{prefix:(?:.*/)?}" + v1.API_SEGMENT
 MAX_JSON_BYTES = 1024 * 1024
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _entry_json(
@@ -28,7 +23,7 @@ def _entry_json(
         key=entry.key,
         version=entry.version,
         scope=entry.scope,
-        created_at=_iso(entry.created_at),
+        created_at=iso(entry.created_at),
         archive_location=state.blob_url(request, ENTRIES, entry.id) if located else None,
     )
 
