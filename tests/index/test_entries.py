@@ -10,6 +10,7 @@ import pytest
 
 from ghacache.errors import EntryExists
 from ghacache.index import Entry, EntryIndex, EntryState, open_index
+from ghacache.index.catalog import Catalog
 from ghacache.index.schema import MIGRATIONS, migrate
 
 REPO = "octo/repo"
@@ -527,4 +528,4 @@ async def test_pending_uploads_and_committed_blobs(index: EntryIndex) -> None:
     await index.mark_uploaded(b.id, 1, now=101)
     c = await save(index, "c", at=100)
     assert await index.pending_uploads() == {a.upload, b.upload}
-    assert await index.committed_blobs() == {c.blob}
+    assert await Catalog(index.db).committed_blob_map() == {c.id: c.blob}

@@ -35,7 +35,7 @@ class Baseline:
 
 
 async def _committed_blobs(server: ServerHandle) -> set[str]:
-    return await server.state.service.index.committed_blobs()
+    return set((await server.state.catalog.committed_blob_map()).values())
 
 
 async def _save_baseline(server: ServerHandle, http: aiohttp.ClientSession) -> Baseline:

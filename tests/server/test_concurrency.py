@@ -259,7 +259,9 @@ async def test_concurrent_finalize_makes_one_entry(
     assert (await wire.download(http, found["signed_download_url"]))[1] == data
     assert found["signed_download_url"].split("?")[0].endswith("/" + ok[0]["entry_id"])
     # Exactly one blob is stored and committed; the losers left nothing behind.
-    assert set(await service.store.list_blobs()) == await service.index.committed_blobs()
+    assert set(await service.store.list_blobs()) == set(
+        (await server.state.catalog.committed_blob_map()).values()
+    )
     assert len(await service.store.list_blobs()) == 1
     assert list(_uploads_dir(server).iterdir()) == []
 
@@ -291,7 +293,9 @@ async def test_concurrent_v1_commit_makes_one_entry(
     status, hit = await wire.v1_lookup(http, server.url, token, ["commit-race"])
     assert status == 200 and hit is not None
     assert (await wire.download(http, hit["archiveLocation"]))[1] == data
-    assert set(await service.store.list_blobs()) == await service.index.committed_blobs()
+    assert set(await service.store.list_blobs()) == set(
+        (await server.state.catalog.committed_blob_map()).values()
+    )
     assert len(await service.store.list_blobs()) == 1
     assert list(_uploads_dir(server).iterdir()) == []
 

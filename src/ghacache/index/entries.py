@@ -276,10 +276,3 @@ class EntryIndex:
             "SELECT upload FROM entries WHERE state < ?", (EntryState.COMMITTED,)
         )
         return {str(r[0]) for r in rows}
-
-    async def committed_blobs(self) -> set[str]:
-        rows = await self.db.fetch_all(
-            "SELECT blob FROM entries WHERE state = ? AND blob IS NOT NULL",
-            (EntryState.COMMITTED,),
-        )
-        return {str(r[0]) for r in rows}
