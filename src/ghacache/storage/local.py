@@ -8,7 +8,9 @@ Layout under the root::
 
 Parts are renamed into place only when complete, and blobs are hard-linked into place (so
 creation is atomic and create-only) after an fsync, so a crash at any point leaves either
-nothing or a complete file. Deleting a blob unlinks it; readers holding it open finish.
+nothing or a complete file. Temp files are cleaned up with ``missing_ok``: a concurrent
+commit may discard the whole upload directory first. Deleting a blob unlinks it; readers
+holding it open finish.
 """
 
 from __future__ import annotations
@@ -130,8 +132,7 @@ class LocalStore:
             with _storage_errors(what):
                 os.replace(tmp, final)
         finally:
-            if tmp.exists():
-                tmp.unlink()
+            tmp.unlink(missing_ok=True)
         return written
 
     async def assemble(self, upload: str, parts: Sequence[str]) -> int:
@@ -157,8 +158,7 @@ class LocalStore:
         except OSError as exc:
             raise _os_error(exc, f"assembling upload {upload}") from exc
         finally:
-            if tmp.exists():
-                tmp.unlink()
+            tmp.unlink(missing_ok=True)
 
     async def read_assembled(self, upload: str, max_bytes: int) -> bytes | None:
         path = self._upload_dir(upload) / _ASSEMBLED
@@ -175,8 +175,7 @@ class LocalStore:
                 await asyncio.to_thread(tmp.write_bytes, data)
                 os.replace(tmp, directory / _ASSEMBLED)
             finally:
-                if tmp.exists():
-                    tmp.unlink()
+                tmp.unlink(missing_ok=True)
         return len(data)
 
     async def publish(self, upload: str, blob: str) -> None:
