@@ -283,12 +283,21 @@ class CacheService:
         try:
             return await self.store.assemble(entry.upload, names)
         except StorageError as exc:
-            current = await self.index.get(entry.id)
-            if current is None or current.committed:
-                raise UploadStateError(
-                    f"upload for entry {entry.id} was committed or abandoned"
-                ) from exc
+            await self._raise_if_lost(entry, exc)
             raise
+
+    async def _raise_if_lost(self, entry: Entry, exc: Exception | None = None) -> None:
+        """Raise UploadStateError if a concurrent commit or expiry took this upload.
+
+        The loser discards the upload again: its own writes may have landed in the
+        directory after the winner's discard, and nobody else will ever clean them.
+        """
+        current = await self.index.get(entry.id)
+        if current is None or current.committed:
+            await self.store.discard(entry.upload)
+            raise UploadStateError(
+                f"upload for entry {entry.id} was committed or abandoned"
+            ) from exc
 
     # -- commit and downloads -------------------------------------------------------------
 
@@ -299,10 +308,15 @@ class CacheService:
             except Exception:
                 log.exception("pre-publish work failed for entry %s; kept as uploaded", entry.id)
         blob = f"{entry.id}-{secrets.token_hex(8)}"
-        await self.store.publish(entry.upload, blob)
+        try:
+            await self.store.publish(entry.upload, blob)
+        except (StorageError, UploadStateError) as exc:
+            await self._raise_if_lost(entry, exc)
+            raise
         committed = await self.index.commit(entry.id, size=size, blob=blob, now=self.now())
         if committed is None:  # a concurrent finalize won, or the reservation expired
             await self.store.delete(blob)
+            await self._raise_if_lost(entry)
             raise UploadStateError(f"upload for entry {entry.id} was committed or abandoned")
         await self.store.discard(entry.upload)
         if self.on_commit is not None:
