@@ -26,6 +26,8 @@ from ghacache.server.app import create_app
 from ghacache.server.auth import load_or_create_secret, mint_token
 from ghacache.server.config import ServerConfig
 from ghacache.server.state import STATE, ServerState
+from tests.support.objectstores import *  # noqa: F403  (moto, Azurite and store URL fixtures)
+from tests.support.postgres import postgres_url  # noqa: F401
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""``EntryIndex`` on a real SQLite file: reservations, parts, commits and GitHub's lookup."""
+"""``EntryIndex`` on SQLite and PostgreSQL: reservations, parts, commits and GitHub's lookup."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def url(path: Path) -> str:
 
 
 @pytest.fixture
-async def index(tmp_path: Path) -> AsyncIterator[EntryIndex]:
-    idx = await open_index(url(tmp_path / "index.sqlite"))
+async def index(index_url: str) -> AsyncIterator[EntryIndex]:
+    idx = await open_index(index_url)
     try:
         yield idx
     finally:
@@ -100,15 +100,14 @@ async def test_open_creates_the_database_and_its_directory(tmp_path: Path) -> No
         await idx.close()
 
 
-async def test_migrations_are_idempotent(tmp_path: Path) -> None:
-    path = tmp_path / "index.sqlite"
-    first = await open_index(url(path))
+async def test_migrations_are_idempotent(index_url: str) -> None:
+    first = await open_index(index_url)
     try:
         entry = await save(first, "kept", at=50)
     finally:
         await first.close()
 
-    second = await open_index(url(path))  # migrates again: must be a no-op
+    second = await open_index(index_url)  # migrates again: must be a no-op
     try:
         assert await migrate(second.db) == len(MIGRATIONS)  # and a third time
         rows = await second.db.fetch_all("SELECT version FROM schema_migrations")
@@ -119,9 +118,34 @@ async def test_migrations_are_idempotent(tmp_path: Path) -> None:
         await second.close()
 
 
-@pytest.mark.parametrize("bad", ["postgresql://localhost/db", "file:///tmp/x", "/tmp/x.sqlite"])
+@pytest.mark.parametrize(
+    "bad",
+    ["mysql://localhost/db", "file:///tmp/x", "/tmp/x.sqlite", "postgresql+psycopg://localhost/db"],
+)
 async def test_open_index_rejects_other_urls(bad: str) -> None:
-    with pytest.raises(ValueError, match="sqlite"):
+    with pytest.raises(ValueError, match="use sqlite:///path or postgresql://"):
+        await open_index(bad)
+
+
+async def test_open_index_error_hides_the_password() -> None:
+    with pytest.raises(ValueError, match="unsupported") as info:
+        await open_index("mysql://user:s3cret@localhost/db")
+    assert "s3cret" not in str(info.value)
+    assert "mysql://user:***@localhost/db" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("postgresql://localhost/db?pool_max=0", "pool_max >= 1"),
+        ("postgresql://localhost/db?pool_min=5&pool_max=2", "pool_min <= pool_max"),
+        ("postgresql://localhost/db?pool_max=many", "bad database URL pool option"),
+        ("postgres://localhost/db?pool_timeout=-1", "pool_timeout > 0"),
+        ("postgresql://localhost/db?pool_size=3", "unknown database URL option"),
+    ],
+)
+async def test_open_index_rejects_bad_pool_options(bad: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         await open_index(bad)
 
 

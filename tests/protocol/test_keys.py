@@ -58,6 +58,7 @@ def test_validate_key_accepts(key: str) -> None:
         ("a,b", "comma"),
         (",", "comma"),
         ("trailing,", "comma"),
+        ("nul\x00key", "NUL"),
     ],
 )
 def test_validate_key_rejects(key: str, message: str) -> None:
@@ -100,7 +101,9 @@ def test_validate_version_accepts(version: str) -> None:
     assert validate_version(version) == version
 
 
-@pytest.mark.parametrize(("version", "message"), [("", "empty"), ("v" * 513, "longer than 512")])
+@pytest.mark.parametrize(
+    ("version", "message"), [("", "empty"), ("v" * 513, "longer than 512"), ("1\x00", "NUL")]
+)
 def test_validate_version_rejects(version: str, message: str) -> None:
     with pytest.raises(RemoteProtocolError, match=message):
         validate_version(version)

@@ -2,6 +2,7 @@
 
 SQL uses ``?`` placeholders and the portable subset SQLite and PostgreSQL share
 (``ON CONFLICT``, ``RETURNING``). Each backend translates placeholders and errors.
+PostgreSQL lives in ``postgres.py``.
 
 SQLite runs on one dedicated thread with one connection (WAL mode), so the event loop never
 blocks on disk and no request opens a connection. An ``asyncio.Lock`` keeps statements of
@@ -41,7 +42,12 @@ class Database(Executor, Protocol):
     dialect: str
 
     def transaction(self) -> Any:
-        """An async context manager yielding an ``Executor`` inside one transaction."""
+        """An async context manager yielding an ``Executor`` inside one transaction.
+
+        Write transactions are serialised across every process sharing the database, and
+        each statement in one sees everything committed before it began (read-then-write
+        logic such as "no live row, so insert" relies on it).
+        """
         ...
 
     async def close(self) -> None: ...

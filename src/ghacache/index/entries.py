@@ -123,11 +123,16 @@ class EntryIndex:
             )
             if existing is not None:
                 old = _entry(existing)
-                if old.committed or old.updated_at >= stale_before:
+                # The DELETE checks staleness again: on PostgreSQL a plain UPDATE outside any
+                # transaction (mark_uploaded) may have revived the row since the SELECT.
+                live = old.committed or old.updated_at >= stale_before
+                if live or not await tx.execute(
+                    "DELETE FROM entries WHERE id = ? AND state < ? AND updated_at < ?",
+                    (old.id, EntryState.COMMITTED, stale_before),
+                ):
                     raise EntryExists(
                         "cache entry with the same key, version, and scope already exists"
                     )
-                await tx.execute("DELETE FROM entries WHERE id = ?", (old.id,))
                 replaced = old
             row = await tx.fetch_one(
                 "INSERT INTO entries (repo, scope, key, version, state, declared_size, upload, "

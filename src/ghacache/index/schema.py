@@ -62,18 +62,32 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX evictions_repo_time ON evictions (repo, evicted_at)",
         "CREATE INDEX evictions_time ON evictions (evicted_at)",
     ],
+    [
+        # Background-job leases shared by replicas (see leases.py).
+        """CREATE TABLE leases (
+            name {text} PRIMARY KEY,
+            holder {text} NOT NULL,
+            expires_at {real} NOT NULL
+        )""",
+    ],
 ]
 
 
 async def migrate(db: Database) -> int:
-    """Apply pending migrations in order; return the schema version reached."""
+    """Apply pending migrations in order; return the schema version reached.
+
+    Safe when several processes start at once: everything, the bookkeeping table included,
+    runs in one write transaction, which every dialect serialises across processes (SQLite
+    ``BEGIN IMMEDIATE``, PostgreSQL's advisory write lock). A racing process waits, then sees
+    the table and the versions already applied; concurrent ``CREATE TABLE IF NOT EXISTS``
+    would otherwise fail on PostgreSQL.
+    """
     types = _TYPES[db.dialect]
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at "
-        + types["real"]
-        + " NOT NULL)"
-    )
     async with db.transaction() as tx:
+        await tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+            f"applied_at {types['real']} NOT NULL)"
+        )
         row = await tx.fetch_one("SELECT MAX(version) FROM schema_migrations")
         current = int(row[0]) if row and row[0] is not None else 0
         for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):

@@ -22,10 +22,13 @@ def validate_key(key: str) -> str:
     """Return ``key`` if GitHub would accept it.
 
     Raises:
-        RemoteProtocolError: empty, longer than 512 characters, or containing a comma.
+        RemoteProtocolError: empty, longer than 512 characters, or containing a comma or NUL.
     """
     if not key:
         raise RemoteProtocolError("cache key must not be empty")
+    if "\x00" in key:
+        # PostgreSQL text cannot hold NUL; refuse it everywhere so backends agree.
+        raise RemoteProtocolError("cache key must not contain NUL characters")
     if len(key) > MAX_KEY_CHARS:
         raise RemoteProtocolError(
             f"cache key is {len(key)} characters; the limit is {MAX_KEY_CHARS}"
@@ -52,10 +55,12 @@ def validate_version(version: str) -> str:
     """Return ``version`` if it is a plausible cache version string.
 
     Raises:
-        RemoteProtocolError: empty or over 512 characters.
+        RemoteProtocolError: empty, over 512 characters, or containing NUL.
     """
     if not version:
         raise RemoteProtocolError("cache version must not be empty")
+    if "\x00" in version:
+        raise RemoteProtocolError("cache version must not contain NUL characters")
     if len(version) > MAX_VERSION_CHARS:
         raise RemoteProtocolError(f"cache version is longer than {MAX_VERSION_CHARS} characters")
     return version

@@ -89,8 +89,13 @@ async def create_app(
     """
     secret = load_or_create_secret(config.secret_path)
     authenticator = make_authenticator(config, secret, now)
-    index = await open_index(config.index_url)
     store = open_store(config.store_url, fsync=config.fsync)
+    if config.direct_transfers and await store.direct_upload_url("probe", 60) is None:
+        raise ValueError(
+            "--direct-transfers needs a store that hands out upload URLs (az://), "
+            f"not {config.store_url.split('?')[0]!r}"
+        )
+    index = await open_index(config.index_url)
     catalog = Catalog(index.db)
     buildkit = BuildkitIndexes(
         index=index,
@@ -110,6 +115,7 @@ async def create_app(
         orphan_grace_s=config.orphan_grace,
         now=now,
         on_removed=buildkit.after_removal if config.buildkit_merge else None,
+        lease_ttl_s=config.job_lease,
     )
     service = CacheService(
         index=index,
@@ -122,6 +128,7 @@ async def create_app(
         rate_limiter=CreationRateLimiter(config.rate_limit, now=now),
         on_commit=lambda entry: maintainer.evict(entry.repo),
         before_publish=buildkit.before_publish if config.buildkit_merge else None,
+        direct_uploads=config.direct_transfers,
     )
     app = web.Application(
         middlewares=[*middlewares, error_middleware], client_max_size=CLIENT_MAX_BODY_BYTES
@@ -163,24 +170,26 @@ async def _every(interval_s: float, job: Callable[[], Awaitable[object]], name: 
             log.exception("%s failed; retrying in %.0f s", name, interval_s)
 
 
-async def _sweep(state: ServerState) -> None:
-    await state.maintainer.evict()
-    await state.maintainer.reconcile()
+async def _expire(state: ServerState) -> None:
+    async with state.maintainer.lease("expire") as held:
+        if held:
+            await state.service.expire_reservations()
 
 
 async def _background_jobs(app: web.Application) -> AsyncIterator[None]:
     """Reconcile and sweep once at start-up, then expire and evict on timers."""
     state = app[STATE]
     service = state.service
-    await service.expire_reservations()
-    await _sweep(state)
+    maintainer = state.maintainer
+    await _expire(state)
+    await maintainer.sweep()
     reservation_every = max(1.0, min(60.0, state.config.reservation_timeout / 2))
     tasks = [
         asyncio.create_task(
-            _every(reservation_every, service.expire_reservations, "reservation expiry")
+            _every(reservation_every, lambda: _expire(state), "reservation expiry")
         ),
         asyncio.create_task(
-            _every(state.config.eviction_interval, lambda: _sweep(state), "eviction sweep")
+            _every(state.config.eviction_interval, maintainer.sweep, "eviction sweep")
         ),
     ]
     yield

@@ -66,8 +66,18 @@ SETTINGS: tuple[Setting, ...] = (
         "File holding the token and URL signing secret (default: <data-dir>/secret); "
         "replicas must share it.",
     ),
-    Setting("database_url", "", "Index database URL (default: sqlite:///<data-dir>/index.sqlite)."),
-    Setting("storage_url", "", "Blob store URL (default: file://<data-dir>/store)."),
+    Setting(
+        "database_url",
+        "",
+        "Index database: sqlite:///PATH (default: <data-dir>/index.sqlite) or "
+        "postgresql://USER@HOST/DB?pool_max=10 for replicas.",
+    ),
+    Setting(
+        "storage_url",
+        "",
+        "Blob store: file://PATH (default: <data-dir>/store), s3://BUCKET/PREFIX, "
+        "az://CONTAINER/PREFIX or gs://BUCKET/PREFIX (options: docs/deploying.md).",
+    ),
     Setting(
         "public_url",
         "",
@@ -106,6 +116,20 @@ SETTINGS: tuple[Setting, ...] = (
         "1h",
         "Bytes without an entry (and staged uploads without a reservation) older than this are removed.",
         "duration",
+    ),
+    Setting(
+        "job_lease",
+        "5m",
+        "Replicas: a background job's database lease lasts this long, so a replica that dies "
+        "mid-job is replaced after at most this delay.",
+        "duration",
+    ),
+    Setting(
+        "direct_transfers",
+        "false",
+        "Hand out the object store's own signed URLs (Azure SAS) so clients upload and "
+        "download without passing through the server; needs an az:// storage URL.",
+        "bool",
     ),
     Setting(
         "rate_limit",
@@ -203,6 +227,8 @@ class ServerConfig:
     repo_overrides: str = ""
     eviction_interval: float = 600.0
     orphan_grace: float = 3600.0
+    job_lease: float = 300.0
+    direct_transfers: bool = False
     rate_limit: int = 0
     buildkit_merge: bool = True
     buildkit_index_max_bytes: int = 1024 * 1024

@@ -5,16 +5,25 @@ timer. Rows are deleted (and recorded) before blobs, so nothing is ever served w
 bytes; a blob left behind by a crash in between is an orphan that ``reconcile`` removes once
 it is older than the grace period. Blobs are unlinked, so a download already streaming one
 finishes intact.
+
+Replicas share the database, so each job holds a database lease while it runs: ``sweep``
+for the whole timer pass and ``evict:<repo>`` for one repository. A replica that finds a
+lease taken skips that work (its holder is doing it); a replica that dies mid-job loses
+its lease when it expires, and the next pass elsewhere picks the work up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from ghacache.index import Entry, EntryIndex
+from ghacache.index import Entry, EntryIndex, Leases
 from ghacache.index.catalog import Catalog
 from ghacache.protocol.eviction import EvictionReason, Policy, plan
 from ghacache.storage import BlobStore
@@ -31,6 +40,11 @@ class PolicyBook:
 
     def for_repo(self, repo: str) -> Policy:
         return self.overrides.get(repo, self.default)
+
+
+def replica_id() -> str:
+    """A name for this process that is unique among replicas and readable in logs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +67,8 @@ class Maintainer:
         orphan_grace_s: float,
         now: Callable[[], float],
         on_removed: Callable[[list[Entry]], Awaitable[object]] | None = None,
+        replica: str | None = None,
+        lease_ttl_s: float = 300.0,
     ) -> None:
         self.index = index
         self.catalog = catalog
@@ -62,10 +78,38 @@ class Maintainer:
         self.now = now
         # Called with every batch of removed entries (BuildKit index repair).
         self.on_removed = on_removed
+        self.replica = replica or replica_id()
+        self.leases = Leases(index.db)
+        self.lease_ttl_s = lease_ttl_s
         self._lock = asyncio.Lock()
 
+    @asynccontextmanager
+    async def lease(self, name: str) -> AsyncIterator[bool]:
+        """Hold database lease ``name`` for the block; yields False if another replica has it."""
+        held = await self.leases.acquire(name, self.replica, ttl_s=self.lease_ttl_s, now=self.now())
+        try:
+            yield held
+        finally:
+            if held:
+                await self.leases.release(name, self.replica)
+
+    async def sweep(self) -> bool:
+        """One timer pass (evict every repository, then reconcile) unless a replica is on it."""
+        async with self.lease("sweep") as held:
+            if not held:
+                log.debug("sweep skipped: another replica holds the lease")
+                return False
+            log.debug("sweep started on %s", self.replica)
+            await self.evict()
+            await self.reconcile()
+            log.debug("sweep finished on %s", self.replica)
+            return True
+
     async def evict(self, repo: str | None = None) -> list[Entry]:
-        """Apply quota and idle expiry to one repository (or all); return what was removed."""
+        """Apply quota and idle expiry to one repository (or all); return what was removed.
+
+        A repository whose ``evict:<repo>`` lease another replica holds is skipped.
+        """
         async with self._lock:
             removed: list[Entry] = []
             for usage in await self.catalog.usage(repo):
@@ -76,7 +120,9 @@ class Maintainer:
                     and usage.oldest_access >= now - policy.idle_expiry_s
                 ):
                     continue
-                removed += await self._evict_repo(usage.repo, policy, now)
+                async with self.lease(f"evict:{usage.repo}") as held:
+                    if held:
+                        removed += await self._evict_repo(usage.repo, policy, now)
             return removed
 
     async def _evict_repo(self, repo: str, policy: Policy, now: float) -> list[Entry]:

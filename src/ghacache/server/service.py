@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ghacache.errors import (
     BlobNotFound,
@@ -28,6 +28,7 @@ from ghacache.protocol.keys import dedupe_keys
 from ghacache.protocol.scopes import RuntimeClaims
 from ghacache.server.ratelimit import CreationRateLimiter
 from ghacache.storage import BlobInfo, BlobStore
+from ghacache.storage.base import DIRECT_PART
 
 log = logging.getLogger("ghacache.service")
 
@@ -59,6 +60,7 @@ class CacheService:
         rate_limiter: CreationRateLimiter | None = None,
         on_commit: Callable[[Entry], Awaitable[object]] | None = None,
         before_publish: Callable[[Entry], Awaitable[int | None]] | None = None,
+        direct_uploads: bool = False,
     ) -> None:
         self.index = index
         self.store = store
@@ -71,6 +73,8 @@ class CacheService:
         # May rewrite the staged bytes before they become visible (BuildKit index merge);
         # returns the new size. Its failures keep the bytes as uploaded.
         self.before_publish = before_publish
+        # Clients upload straight to the store (part DIRECT_PART); finalize adopts the blob.
+        self.direct_uploads = direct_uploads
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -213,6 +217,8 @@ class CacheService:
         )
         if entry is None:
             raise EntryNotFound(f"no reservation for key {key!r} and this version in {scope}")
+        if entry.state is EntryState.RESERVED and self.direct_uploads:
+            entry = await self._adopt_direct_upload(entry)
         if entry.state is not EntryState.UPLOADED or entry.size is None:
             raise UploadStateError(f"nothing has been uploaded for key {key!r} yet")
         if entry.size != size_bytes:
@@ -220,6 +226,19 @@ class CacheService:
                 f"size mismatch: finalize says {size_bytes} bytes but {entry.size} were uploaded"
             )
         return await self._publish(entry, entry.size)
+
+    async def _adopt_direct_upload(self, entry: Entry) -> Entry:
+        """Take the blob a client uploaded straight to the store as this entry's upload."""
+        try:
+            size = await self.store.assemble(entry.upload, [DIRECT_PART])
+        except BlobNotFound:
+            return entry  # nothing uploaded yet: finalize says so
+        if size > self.limits.max_entry_bytes:
+            await self.store.discard(entry.upload)
+            raise EntryTooLarge(f"blob of {size} bytes exceeds the entry size limit")
+        if not await self.index.mark_uploaded(entry.id, size, self.now()):
+            raise EntryNotFound(f"upload for entry {entry.id} was abandoned or committed")
+        return replace(entry, state=EntryState.UPLOADED, size=size)
 
     # -- v1 uploads -----------------------------------------------------------------------
 

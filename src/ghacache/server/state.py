@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ghacache.index import Entry
 from ghacache.index.catalog import Catalog
 from ghacache.protocol.scopes import RuntimeClaims
 from ghacache.protocol.signing import Direction, UrlSigner
@@ -51,6 +52,22 @@ class ServerState:
             expires_at=self.now() + self.config.url_ttl,
         )
         return f"{self.base_url(request)}/{ACCOUNT}/{container}/{entry_id}?{urlencode(query)}"
+
+    async def upload_url(self, request: web.Request, entry: Entry) -> str:
+        """Where the client uploads: the store itself with direct transfers, else this server."""
+        if self.config.direct_transfers:
+            url = await self.service.store.direct_upload_url(entry.upload, self.config.url_ttl)
+            if url is not None:
+                return url
+        return self.blob_url(request, UPLOADS, entry.id)
+
+    async def download_url(self, request: web.Request, entry: Entry) -> str:
+        """Where the client downloads a committed entry from (the store, with direct transfers)."""
+        if self.config.direct_transfers and entry.blob is not None:
+            url = await self.service.store.direct_download_url(entry.blob, self.config.url_ttl)
+            if url is not None:
+                return url
+        return self.blob_url(request, ENTRIES, entry.id)
 
     def verify_blob_url(self, request: web.Request, container: str, entry_id: int) -> None:
         direction: Direction = "cw" if container == UPLOADS else "r"

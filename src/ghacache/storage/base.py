@@ -3,14 +3,35 @@
 An upload stages *parts* (a Put Blob body, Azure blocks, v1 PATCH chunks), *assembles* them
 in order into one staged object, then *publishes* it under a blob name, atomically and
 create-only. Nothing staged is ever readable as a blob; a published blob never changes.
+
+Some stores can also hand out *direct* URLs, so clients move bytes to and from the store
+without passing through the server: an upload lands as part ``DIRECT_PART`` of its upload
+and is then assembled and published like any other part.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+import re
+from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+DIRECT_PART = "direct"  # the part a direct upload lands as
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Return ``name`` if it is a valid upload, part or blob name.
+
+    Names are server-generated; this guards against path traversal all the same.
+
+    Raises:
+        ValueError: ``name`` could escape its directory or prefix, or is too long.
+    """
+    if not _NAME.fullmatch(name) or name in (".", ".."):  # fullmatch: "$" allows a final "\n"
+        raise ValueError(f"invalid {kind} name {name!r}")
+    return name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +98,7 @@ class BlobStore(Protocol):
         """A filesystem path for zero-copy serving, or None for remote stores."""
         ...
 
-    def read(self, blob: str, start: int, length: int) -> AsyncIterator[bytes]:
+    def read(self, blob: str, start: int, length: int) -> AsyncGenerator[bytes, None]:
         """Stream ``length`` bytes of ``blob`` from ``start``. Raises BlobNotFound."""
         ...
 
@@ -91,4 +112,16 @@ class BlobStore(Protocol):
 
     async def list_blobs(self) -> list[str]:
         """Names of all published blobs (for reconciliation)."""
+        ...
+
+    async def direct_upload_url(self, upload: str, ttl_s: float) -> str | None:
+        """A URL to which a client uploads the whole blob itself with the Azure Block Blob
+        protocol (Put Blob, or Put Block + Put Block List), landing as part DIRECT_PART of
+        ``upload``; None if the store cannot hand one out (only Azure can: S3/GCS presigned
+        URLs don't speak that protocol)."""
+        ...
+
+    async def direct_download_url(self, blob: str, ttl_s: float) -> str | None:
+        """A presigned GET URL for a published blob, valid for ``ttl_s`` seconds; None if the
+        store cannot hand one out (LocalStore)."""
         ...

@@ -19,10 +19,9 @@ import asyncio
 import contextlib
 import errno
 import os
-import re
 import secrets
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Iterator, Sequence
 from pathlib import Path
 
 from ghacache.errors import (
@@ -33,19 +32,11 @@ from ghacache.errors import (
     StorageFull,
     UploadStateError,
 )
-from ghacache.storage.base import BlobInfo
+from ghacache.storage.base import BlobInfo, check_name
 
 WRITE_BUFFER_BYTES = 1024 * 1024
 READ_CHUNK_BYTES = 1024 * 1024
 _ASSEMBLED = "=assembled"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-
-
-def _check_name(kind: str, name: str) -> str:
-    # Names are server-generated; this guards against path traversal all the same.
-    if not _NAME.fullmatch(name) or name in (".", ".."):  # fullmatch: "$" allows a final "\n"
-        raise ValueError(f"invalid {kind} name {name!r}")
-    return name
 
 
 def _os_error(exc: OSError, what: str) -> StorageError:
@@ -93,17 +84,17 @@ class LocalStore:
         self._blobs.mkdir(parents=True, exist_ok=True)
 
     def _upload_dir(self, upload: str) -> Path:
-        return self._uploads / _check_name("upload", upload)
+        return self._uploads / check_name("upload", upload)
 
     def _blob_path(self, blob: str) -> Path:
-        _check_name("blob", blob)
+        check_name("blob", blob)
         return self._blobs / blob[-2:] / blob
 
     async def write_part(
         self, upload: str, part: str, chunks: AsyncIterable[bytes], *, max_bytes: int
     ) -> int:
         directory = self._upload_dir(upload)
-        final = directory / _check_name("part", part)
+        final = directory / check_name("part", part)
         tmp = directory / f".tmp-{part}-{secrets.token_hex(4)}"
         what = f"staging part {part} of upload {upload}"
         written = 0
@@ -140,7 +131,7 @@ class LocalStore:
 
     def _assemble(self, upload: str, parts: list[str]) -> int:
         directory = self._upload_dir(upload)
-        paths = [directory / _check_name("part", p) for p in parts]
+        paths = [directory / check_name("part", p) for p in parts]
         for p in paths:
             if not p.is_file():
                 raise BlobNotFound(f"upload {upload} has no staged part {p.name}")
@@ -221,8 +212,9 @@ class LocalStore:
 
     def _delete_many(self, blobs: list[str]) -> None:
         root = str(self._blobs)
+        for blob in blobs:  # all names first: a bad one must not stop a batch half-way
+            check_name("blob", blob)
         for blob in blobs:
-            _check_name("blob", blob)
             try:
                 os.unlink(f"{root}/{blob[-2:]}/{blob}")
             except FileNotFoundError:
@@ -242,7 +234,7 @@ class LocalStore:
     def local_path(self, blob: str) -> Path | None:
         return self._blob_path(blob)
 
-    async def read(self, blob: str, start: int, length: int) -> AsyncIterator[bytes]:
+    async def read(self, blob: str, start: int, length: int) -> AsyncGenerator[bytes, None]:
         try:
             f = await asyncio.to_thread(open, self._blob_path(blob), "rb")
         except FileNotFoundError as exc:
@@ -276,6 +268,12 @@ class LocalStore:
             for p in shard.iterdir()
             if not p.name.startswith(".")
         )
+
+    async def direct_upload_url(self, upload: str, ttl_s: float) -> str | None:
+        return None  # clients upload through the server
+
+    async def direct_download_url(self, blob: str, ttl_s: float) -> str | None:
+        return None  # the server serves blobs itself (zero-copy)
 
 
 def _copy_all(src: int, dst: int, size: int) -> None:

@@ -2,20 +2,27 @@
 
 ``/ghacache/uploads/<id>``: Put Blob, Put Block, Put Block List (every write answers 201).
 ``/ghacache/entries/<id>``: Get Blob and Get Blob Properties, with ``Range`` or
-``x-ms-range`` (206 + Content-Range), served zero-copy with sendfile.
+``x-ms-range`` (206 + Content-Range): served zero-copy with sendfile from a local store,
+streamed from the store's ranged reads otherwise (object stores).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import uuid
 from email.utils import formatdate
 from typing import Any
 
 from aiohttp import hdrs, web
 
-from ghacache.errors import RemoteProtocolError
+from ghacache.errors import RangeNotSatisfiable, RemoteProtocolError, StorageError
 from ghacache.protocol import azblob
 from ghacache.protocol.keys import parse_entry_id
 from ghacache.server.state import ACCOUNT, ENTRIES, UPLOADS, state_of
+from ghacache.storage import BlobInfo, BlobStore
+
+log = logging.getLogger("ghacache.server")
 
 MS_HEADERS = {"x-ms-version": azblob.API_VERSION}
 
@@ -83,7 +90,7 @@ async def get(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     entry_id = _entry_id(request)
     state.verify_blob_url(request, ENTRIES, entry_id)
-    entry, _info = await state.service.open_download(entry_id)
+    entry, info = await state.service.open_download(entry_id)
     assert entry.blob is not None
     path = state.service.store.local_path(entry.blob)
     headers = {**MS_HEADERS, "x-ms-blob-type": "BlockBlob", "Accept-Ranges": "bytes"}
@@ -94,7 +101,59 @@ async def get(request: web.Request) -> web.StreamResponse:
             headers=headers,
             ms_range=request.headers.get("x-ms-range"),
         )
-    raise RemoteProtocolError("the configured store cannot serve blobs through this server")
+    return await _stream_blob(request, state.service.store, entry.blob, info, headers)
+
+
+def _requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """``(start, end_inclusive)`` from ``x-ms-range`` (which wins, as in Azure) or ``Range``."""
+    raw = request.headers.get("x-ms-range") or request.headers.get(hdrs.RANGE)
+    try:
+        return azblob.parse_range(raw, size)
+    except RangeNotSatisfiable:
+        raise
+    except RemoteProtocolError as exc:  # sendfile answers a malformed range with 416 too
+        raise RangeNotSatisfiable(exc.message, size=size) from exc
+
+
+async def _stream_blob(
+    request: web.Request, store: BlobStore, blob: str, info: BlobInfo, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Serve a blob the store cannot hand over as a file, with the sendfile path's answers."""
+    span = _requested_range(request, info.size)
+    start, end = span if span is not None else (0, info.size - 1)
+    resp = web.StreamResponse(
+        status=200 if span is None else 206,
+        headers={
+            **headers,
+            "ETag": info.etag,
+            "Last-Modified": formatdate(info.modified_at, usegmt=True),
+            hdrs.CONTENT_TYPE: "application/octet-stream",
+            # Set here: the error middleware adds it only to responses not yet sent.
+            "x-ms-request-id": str(uuid.uuid4()),
+        },
+    )
+    if span is not None:
+        resp.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end}/{info.size}"
+    resp.content_length = length = end - start + 1
+    if request.method == "HEAD" or length == 0:
+        await resp.prepare(request)
+        return resp
+    async with contextlib.aclosing(store.read(blob, start, length)) as chunks:
+        # The first chunk comes before the headers, so a blob deleted since it was found
+        # still gets a proper 404 (or 500) instead of a cut-off 200.
+        first = await anext(chunks)
+        await resp.prepare(request)
+        try:
+            await resp.write(first)
+            async for chunk in chunks:
+                await resp.write(chunk)
+        except ConnectionError:
+            return resp  # the client went away; nothing to tell it
+        except StorageError as exc:
+            # Headers are out: close the connection so the client sees a truncated body.
+            log.error("reading blob %s failed mid-response: %s", blob, exc)
+            resp.force_close()
+    return resp
 
 
 def add_routes(app: web.Application) -> None:

@@ -9,22 +9,20 @@ from ghacache.index import Entry
 from ghacache.protocol import v1
 from ghacache.protocol.keys import parse_entry_id
 from ghacache.server.routes.timestamps import iso
-from ghacache.server.state import ENTRIES, ServerState, state_of
+from ghacache.server.state import state_of
 
 # ACTIONS_CACHE_URL may carry any path prefix (GitHub used /<opaque id>/).
 PREFIX = "/{prefix:(?:.*/)?}" + v1.API_SEGMENT
 MAX_JSON_BYTES = 1024 * 1024
 
 
-def _entry_json(
-    state: ServerState, request: web.Request, entry: Entry, *, located: bool
-) -> dict[str, object]:
+def _entry_json(entry: Entry, *, archive_location: str | None = None) -> dict[str, object]:
     return v1.entry_json(
         key=entry.key,
         version=entry.version,
         scope=entry.scope,
         created_at=iso(entry.created_at),
-        archive_location=state.blob_url(request, ENTRIES, entry.id) if located else None,
+        archive_location=archive_location,
     )
 
 
@@ -49,7 +47,8 @@ async def lookup(request: web.Request) -> web.Response:
     entry = await state.service.lookup(claims, query.keys, query.version)
     if entry is None:
         return web.Response(status=204)
-    return web.json_response(_entry_json(state, request, entry, located=True))
+    location = await state.download_url(request, entry)
+    return web.json_response(_entry_json(entry, archive_location=location))
 
 
 async def list_caches(request: web.Request) -> web.Response:
@@ -60,7 +59,7 @@ async def list_caches(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "totalCount": len(entries),
-            "artifactCaches": [_entry_json(state, request, e, located=False) for e in entries],
+            "artifactCaches": [_entry_json(e) for e in entries],
         }
     )
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ghacache.errors import RemoteProtocolError
 from ghacache.protocol import v2
-from ghacache.server.state import ENTRIES, UPLOADS, ServerState, state_of
+from ghacache.server.state import ServerState, state_of
 
 MAX_RPC_BODY_BYTES = 1024 * 1024
 
@@ -24,7 +24,7 @@ async def _create(state: ServerState, request: web.Request, body: dict[str, Any]
     req = v2.CreateCacheEntryRequest.from_json(body)
     claims = await state.claims(request)
     entry = await state.service.reserve(claims, req.key, req.version)
-    return v2.create_response(state.blob_url(request, UPLOADS, entry.id))
+    return v2.create_response(await state.upload_url(request, entry))
 
 
 async def _finalize(
@@ -44,7 +44,7 @@ async def _download_url(
     entry = await state.service.lookup(claims, req.keys, req.version)
     if entry is None:
         return v2.download_miss()
-    return v2.download_response(state.blob_url(request, ENTRIES, entry.id), entry.key)
+    return v2.download_response(await state.download_url(request, entry), entry.key)
 
 
 _METHODS = {
