@@ -149,3 +149,9 @@ def test_parse_size(text: str, size: int) -> None:
 def test_config_defaults_match_table() -> None:
     config = ServerConfig.from_strings({})
     assert config == ServerConfig()
+
+
+@pytest.mark.parametrize("value", ["0", "0s"])
+def test_job_lease_must_be_positive(value: str) -> None:
+    with pytest.raises(ValueError, match="--job-lease / GHACACHE_JOB_LEASE: must be longer"):
+        ServerConfig.from_strings({"job_lease": value})

@@ -94,3 +94,13 @@ async def test_exactly_one_of_many_replicas_wins(
     finally:
         for r in replicas:
             await r.close()
+
+
+async def test_held_lists_every_lease_expired_ones_too(leases: Leases) -> None:
+    assert await leases.held() == []
+    assert await leases.acquire("b-job", "r1", ttl_s=10, now=0)
+    assert await leases.acquire("a-job", "r2", ttl_s=10, now=0)
+    assert await leases.held() == [("a-job", "r2"), ("b-job", "r1")]
+    await leases.release("a-job", "r2")
+    assert await leases.held() == [("b-job", "r1")]  # expired (now=100) but still recorded
+    assert await leases.holder("b-job", now=100) is None

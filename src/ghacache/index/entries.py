@@ -218,7 +218,7 @@ class EntryIndex:
             return None
         selects: list[str] = []
         params: list[object] = []
-        base = "SELECT id, scope, key, created_at FROM entries WHERE repo = ? AND scope = ? AND version = ? AND state = ?"
+        base = f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND scope = ? AND version = ? AND state = ?"
         for scope in scopes:
             for key in keys:
                 selects.append(f"SELECT * FROM ({base} AND key = ?) AS e{len(selects)}")
@@ -229,18 +229,20 @@ class EntryIndex:
                     f"ORDER BY created_at DESC, id DESC LIMIT 1) AS e{len(selects)}"
                 )
                 params += [repo, scope, version, EntryState.COMMITTED, *bounds]
-        rows = await self.db.fetch_all(" UNION ALL ".join(selects), params)
+        # Full rows, so a hit needs no second query.
+        found = {
+            e.id: e
+            for e in map(_entry, await self.db.fetch_all(" UNION ALL ".join(selects), params))
+        }
         chosen = pick(
             (
-                Candidate(
-                    entry_id=int(r[0]), scope=str(r[1]), key=str(r[2]), created_at=float(r[3])
-                )
-                for r in rows
+                Candidate(entry_id=e.id, scope=e.scope, key=e.key, created_at=e.created_at)
+                for e in found.values()
             ),
             scopes=scopes,
             keys=keys,
         )
-        return None if chosen is None else await self.get(chosen.entry_id)
+        return None if chosen is None else found[chosen.entry_id]
 
     async def touch(self, entry_id: int, now: float) -> None:
         """Record an access (a restore) of a committed entry."""

@@ -52,3 +52,8 @@ class Leases:
             "SELECT holder FROM leases WHERE name = ? AND expires_at > ?", (name, float(now))
         )
         return None if row is None else str(row[0])
+
+    async def held(self) -> list[tuple[str, str]]:
+        """Every recorded lease as (name, holder), expired ones included."""
+        rows = await self.db.fetch_all("SELECT name, holder FROM leases ORDER BY name")
+        return [(str(name), str(holder)) for name, holder in rows]

@@ -181,6 +181,7 @@ async def _background_jobs(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     service = state.service
     maintainer = state.maintainer
+    await maintainer.free_dead_leases()
     await _expire(state)
     await maintainer.sweep()
     reservation_every = max(1.0, min(60.0, state.config.reservation_timeout / 2))

@@ -274,6 +274,8 @@ class ServerConfig:
                 kwargs[name] = _convert(setting, raw)
             except ValueError as exc:
                 raise ValueError(f"{setting.flag} / {setting.env}: {exc}") from exc
+        if not float(kwargs["job_lease"]) > 0:  # type: ignore[arg-type]
+            raise ValueError("--job-lease / GHACACHE_JOB_LEASE: must be longer than 0s")
         config = cls(**{k: v for k, v in kwargs.items() if k in known})  # type: ignore[arg-type]
         try:
             config.repo_policies()

@@ -15,9 +15,9 @@ its lease when it expires, and the next pass elsewhere picks the work up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -43,8 +43,18 @@ class PolicyBook:
 
 
 def replica_id() -> str:
-    """A name for this process that is unique among replicas and readable in logs."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """``host:pid``: unique among live replicas, readable in logs, and checkable on restart."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,13 +95,49 @@ class Maintainer:
 
     @asynccontextmanager
     async def lease(self, name: str) -> AsyncIterator[bool]:
-        """Hold database lease ``name`` for the block; yields False if another replica has it."""
-        held = await self.leases.acquire(name, self.replica, ttl_s=self.lease_ttl_s, now=self.now())
+        """Hold database lease ``name`` for the block; yields False if another replica has it.
+
+        While held, the lease is renewed every third of its lifetime, so a long job keeps it.
+        """
+        if not await self._renew(name):
+            yield False
+            return
+        keeper = asyncio.create_task(self._keep(name))
         try:
-            yield held
+            yield True
         finally:
-            if held:
-                await self.leases.release(name, self.replica)
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await self.leases.release(name, self.replica)
+
+    async def _renew(self, name: str) -> bool:
+        return await self.leases.acquire(name, self.replica, ttl_s=self.lease_ttl_s, now=self.now())
+
+    async def _keep(self, name: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl_s / 3)
+            if not await self._renew(name):
+                log.warning("lost lease %s (this replica stalled past its lifetime)", name)
+                return
+
+    async def free_dead_leases(self) -> int:
+        """Release leases that a crashed process on this host left behind.
+
+        Its pid is gone, so it runs no job; without this, a restarted single server would
+        wait out the lease lifetime before it evicts again.
+        """
+        host = socket.gethostname()
+        freed = 0
+        for name, holder in await self.leases.held():
+            lease_host, _, pid = holder.rpartition(":")
+            ours = lease_host == host and pid.isdigit() and holder != self.replica
+            if ours and not _alive(int(pid)):
+                await self.leases.release(name, holder)
+                freed += 1
+        if freed:
+            log.info("released %d lease(s) left by a crashed process on this host", freed)
+        return freed
 
     async def sweep(self) -> bool:
         """One timer pass (evict every repository, then reconcile) unless a replica is on it."""
