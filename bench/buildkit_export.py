@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import summary  # bench/summary.py: the contract with bench/run.py
+
 from ghacache.buildkit.backend import BuildkitCache
 from ghacache.buildkit.layout import blob_path, write_layout
 from ghacache.cacheconfig.model import (
@@ -131,7 +133,10 @@ async def main() -> None:
     parser.add_argument("--layers", type=int, default=50)
     parser.add_argument("--layer-mib", type=float, default=4.0)
     parser.add_argument("--runs", type=int, default=3)
+    summary.add_arguments(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.layers, args.layer_mib, args.runs = 5, 0.0625, 1
     with tempfile.TemporaryDirectory(prefix="ghacache-layout-") as tmp:
         directory = Path(tmp)
         make_layout(directory, args.layers, int(args.layer_mib * 1024 * 1024))
@@ -152,6 +157,20 @@ async def main() -> None:
         f"{'one at a time':<16} {seq:>9.2f} {total_mib / seq:>8.0f}   {', '.join(f'{t:.2f}' for t in times[1])}"
     )
     print(f"speed-up: {seq / par:.2f}x")
+    summary.write(
+        args.summary,
+        "buildkit_export",
+        [
+            summary.Row(
+                metric=f"BuildKit export, {args.layers} layers x {args.layer_mib:g} MiB",
+                value=par,
+                unit="s",
+                baseline="one upload at a time",
+                baseline_value=seq,
+                ratio=seq / par,
+            )
+        ],
+    )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "buildkit_export.json").write_text(

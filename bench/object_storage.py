@@ -63,6 +63,7 @@ from typing import Any
 from urllib.parse import quote
 
 import boto3  # type: ignore[import-untyped]
+import summary  # bench/summary.py: the contract with bench/run.py
 from botocore.config import Config  # type: ignore[import-untyped]
 
 from ghacache.client import (
@@ -402,7 +403,10 @@ def main() -> int:
         help="directory for the file, the downloads, the servers' data and moto's spooled "
         "objects (default: tmpfs, so disk write-back does not add noise)",
     )
+    summary.add_arguments(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.size_mib, args.reps = 8, 1
     size = args.size_mib * MiB
     single_put_bytes = args.single_put_mib * MiB
     # Every upload stays (one entry per repetition per server): keep them all under quota.
@@ -453,6 +457,20 @@ def main() -> int:
     out = out_dir / f"object_storage-{int(time.time())}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out} ({elapsed:.0f} s)")
+    med, ratios = figures["medians_mbps"], figures["ratios"]
+    label = f"{args.size_mib} MiB through S3 (moto)"
+    summary.write(
+        args.summary,
+        "object_storage",
+        [
+            summary.Row(metric=f"upload {label}", value=med["s3 upload"], unit="MB/s",
+                        baseline="local files", baseline_value=med["file upload"],
+                        ratio=ratios["upload s3/file"]),
+            summary.Row(metric=f"download {label}", value=med["s3 download"], unit="MB/s",
+                        baseline="local files", baseline_value=med["file download"],
+                        ratio=ratios["download s3/file"]),
+        ],
+    )  # fmt: skip
     return 0
 
 

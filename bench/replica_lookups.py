@@ -37,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import psycopg
+import summary  # bench/summary.py: the contract with bench/run.py
 
 ROOT = Path(__file__).resolve().parent
 TWIRP = "/twirp/github.actions.results.api.v1.CacheService/"
@@ -156,7 +157,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=48)
     parser.add_argument("--entries", type=int, default=2000)
+    summary.add_arguments(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.entries = 1, 1, 100
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     base = os.environ.get(
@@ -194,11 +198,25 @@ def main() -> None:
         p50 = statistics.median(f["p50_ms"] for f in results[setup])
         print(f"| {setup} | {rps:.0f} | {p50:.1f} ms |")
     print(f"\n3 replicas / 1 replica: {three / one:.2f}x on {os.cpu_count()} cores")
+    summary.write(
+        args.summary,
+        "replica_lookups",
+        [
+            summary.Row(
+                metric=f"lookups/s on PostgreSQL, 3 replicas, {args.connections} connections",
+                value=three,
+                unit="req/s",
+                baseline="1 replica",
+                baseline_value=one,
+                ratio=three / one,
+            )
+        ],
+    )
     out = ROOT / "results" / f"replica_lookups-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(
         json.dumps(
-            {"args": vars(args), "machine": platform.platform(), "cpus": os.cpu_count(),
+            {"args": {k: str(v) for k, v in vars(args).items()}, "machine": platform.platform(), "cpus": os.cpu_count(),
              "results": results},
             indent=2,
         )
