@@ -46,6 +46,14 @@ def test_round_trip_through_a_url_query_string() -> None:
     signer.verify(parsed, resource="uploads/3", direction="cw", now=NOW)
 
 
+@pytest.mark.parametrize("direction", ["r", "cw"])
+@pytest.mark.parametrize("expires_at", [EXPIRES, EXPIRES + 0.999, EXPIRES + 86400 * 400])
+def test_sign_query_is_the_urlencoded_signature(direction: Direction, expires_at: float) -> None:
+    query = signer.sign_query(resource="entries/42", direction=direction, expires_at=expires_at)
+    assert query == urlencode(signed("entries/42", direction, expires_at))
+    signer.verify(dict(parse_qsl(query)), resource="entries/42", direction=direction, now=NOW)
+
+
 def test_sdk_appended_parameters_are_not_signed() -> None:
     query = {**signed("uploads/3", "cw"), "comp": "block", "blockid": "QUJD", "timeout": "30"}
     signer.verify(query, resource="uploads/3", direction="cw", now=NOW)

@@ -4,22 +4,46 @@ SQL uses ``?`` placeholders and the portable subset SQLite and PostgreSQL share
 (``ON CONFLICT``, ``RETURNING``). Each backend translates placeholders and errors.
 PostgreSQL lives in ``postgres.py``.
 
-SQLite runs on one dedicated thread with one connection (WAL mode), so the event loop never
-blocks on disk and no request opens a connection. An ``asyncio.Lock`` keeps statements of
-concurrent coroutines out of each other's transactions.
+SQLite runs on two dedicated threads, each with its own connection (WAL mode), so the event
+loop never blocks on disk and no request opens a connection:
+
+- the writer runs transactions and every statement that is not a plain ``SELECT``. An
+  ``asyncio.Lock`` keeps statements of concurrent coroutines out of each other's
+  transactions. Single statements outside a transaction that queue up while the writer is
+  busy are committed together in one transaction (group commit): each still runs alone and
+  in order, and its caller resumes only after the commit, but a burst of access-time updates
+  costs one commit instead of one each.
+- a third thread copies the write-ahead log back into the database (a passive checkpoint)
+  every ``CHECKPOINT_AFTER_WRITES`` statements or ``CHECKPOINT_INTERVAL_S``. SQLite would
+  otherwise do it inside a commit every 1,000 pages, stalling the writer, and every caller
+  waiting for it, for tens of milliseconds.
+- the reader runs ``SELECT`` statements outside transactions, concurrently with the writer
+  (WAL readers never wait for writers). Each statement sees everything committed before it
+  started, so a read issued after a write has returned sees that write. Queries arriving
+  while a batch runs go together in the next batch: a burst of lookups pays one thread
+  hand-off, not one each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ghacache.errors import MetadataError
+
+log = logging.getLogger("ghacache.index")
+
+# About SQLite's own automatic checkpoint (1,000 pages) at three pages per access-time update.
+CHECKPOINT_AFTER_WRITES = 300
+CHECKPOINT_INTERVAL_S = 1.0
 
 Row = tuple[Any, ...]
 Params = Sequence[object]
@@ -53,8 +77,132 @@ class Database(Executor, Protocol):
     async def close(self) -> None: ...
 
 
+def _is_read(sql: str) -> bool:
+    """A plain query the read connection may run (a write with ``RETURNING`` is not one)."""
+    return sql.lstrip()[:6].upper() == "SELECT"
+
+
+def _translated(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        return MetadataError(f"database error: {exc}")
+    return exc
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():  # the caller was cancelled meanwhile
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(_translated(value))
+
+
+Statement = tuple[str, tuple[object, ...], bool]  # sql, parameters, fetch rows (else rowcount)
+Outcome = tuple[bool, Any]  # (True, rows or rowcount) or (False, exception)
+
+
+def _run(conn: sqlite3.Connection, statement: Statement) -> Any:
+    sql, params, rows = statement
+    cursor = conn.execute(sql, params)
+    return cursor.fetchall() if rows else cursor.rowcount
+
+
+def _each(conn: sqlite3.Connection, statements: list[Statement]) -> list[Outcome]:
+    """Run statements one by one (autocommit), each with its own outcome."""
+    outcomes: list[Outcome] = []
+    for statement in statements:
+        try:
+            outcomes.append((True, _run(conn, statement)))
+        except Exception as exc:
+            outcomes.append((False, exc))
+    return outcomes
+
+
+def _group_commit(conn: sqlite3.Connection, statements: list[Statement]) -> list[Outcome]:
+    """Run statements in order in one transaction; if one fails, one by one instead.
+
+    Either way each statement sees the ones before it, exactly as in autocommit mode; the
+    fallback gives a failing statement its own error without failing the others.
+    """
+    if len(statements) == 1:
+        return _each(conn, statements)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        return [(False, exc)] * len(statements)
+    try:
+        results = [_run(conn, statement) for statement in statements]
+        conn.execute("COMMIT")
+    except Exception:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return _each(conn, statements)
+    return [(True, result) for result in results]
+
+
+class _Reader:
+    """The read connection's thread. Queries arriving while a batch runs form the next batch."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ghacache-sqlite-read")
+        self._queue: list[tuple[Statement, asyncio.Future[Any]]] = []
+        self._busy = False
+        self.conn: sqlite3.Connection | None = None
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the thread (opening and closing the connection)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def fetch_all(self, sql: str, params: tuple[object, ...]) -> list[Row]:
+        import os
+        import sys
+        if os.environ.get("GHACACHE_EXP") == "sw1":
+            sys.setswitchinterval(0.001)
+        if os.environ.get("GHACACHE_EXP") == "sw20":
+            sys.setswitchinterval(0.02)
+        if os.environ.get("GHACACHE_EXP") == "inline" and self.conn is not None:
+            return self.conn.execute(sql, params).fetchall()
+        fut: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
+        self._queue.append(((sql, params, True), fut))
+        if not self._busy:
+            self._next_batch()
+        return await fut
+
+    def _next_batch(self) -> None:
+        batch = [(st, fut) for st, fut in self._queue if not fut.cancelled()]
+        self._queue = []
+        self._busy = bool(batch)
+        if not batch:
+            return
+        if self.conn is None:
+            for _, fut in batch:
+                fut.set_exception(MetadataError("database is closed"))
+            self._busy = False
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._pool, _each, self.conn, [st for st, _ in batch])
+        done.add_done_callback(lambda d: self._finish(batch, d))
+
+    def _finish(
+        self, batch: list[tuple[Statement, asyncio.Future[Any]]], done: asyncio.Future[Any]
+    ) -> None:
+        exc = None if done.cancelled() else done.exception()
+        if done.cancelled() or exc is not None:
+            outcomes: list[Outcome] = [(False, exc or MetadataError("query cancelled"))] * len(
+                batch
+            )
+        else:
+            outcomes = done.result()
+        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+            _settle(fut, ok, value)
+        self._next_batch()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 class SqliteDatabase:
-    """SQLite in WAL mode on a single worker thread."""
+    """SQLite in WAL mode on writer, reader and checkpoint threads (see the module docstring)."""
 
     dialect = "sqlite"
 
@@ -63,25 +211,65 @@ class SqliteDatabase:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ghacache-sqlite")
         self._lock = asyncio.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._reader = _Reader()
+        # Single statements waiting for the writer, and the task committing them.
+        self._writes: list[tuple[Statement, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        # Background checkpoints: their thread and connection, the one running, and the
+        # writes committed since the last one started.
+        self._checkpoints = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ghacache-sqlite-checkpoint"
+        )
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint: asyncio.Future[None] | None = None
+        self._uncheckpointed = 0
+        self._checkpointed_at = time.monotonic()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDatabase:
         db = cls(path)
-        await db._call(db._connect)
+        try:
+            await db._call(db._connect)
+            await db._call_reader(db._connect_reader)
+            loop = asyncio.get_running_loop()
+            db._checkpoint_conn = await loop.run_in_executor(db._checkpoints, db._open_connection)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise MetadataError(f"database error: {exc}") from exc
+        except BaseException:
+            await db.close()
+            raise
         return db
 
-    def _connect(self) -> None:
+    def _open_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _connect(self) -> None:
+        conn = self._open_connection()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
+        # Checkpoints run on their own thread (see _wrote), never inside a commit.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn = conn
+
+    def _connect_reader(self) -> None:
+        conn = self._open_connection()
+        conn.execute("PRAGMA query_only=ON")
+        self._reader.conn = conn
 
     async def _call(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, fn)
+        except sqlite3.Error as exc:
+            raise MetadataError(f"database error: {exc}") from exc
+
+    async def _call_reader(self, fn: Callable[[], T]) -> T:
+        try:
+            return await self._reader.call(fn)
         except sqlite3.Error as exc:
             raise MetadataError(f"database error: {exc}") from exc
 
@@ -97,38 +285,118 @@ class SqliteDatabase:
         return await self._call(lambda: self._cur().execute(sql, tuple(params)).rowcount)
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._lock:
-            return await self._fetch_all(sql, params)
+        if _is_read(sql):
+            return await self._reader.fetch_all(sql, tuple(params))
+        rows: list[Row] = await self._write((sql, tuple(params), True))
+        return rows
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        async with self._lock:
-            return await self._execute(sql, params)
+        count: int = await self._write((sql, tuple(params), False))
+        return count
+
+    async def _write(self, statement: Statement) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._writes.append((statement, fut))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_writes())
+        return await fut
+
+    async def _flush_writes(self) -> None:
+        """Commit queued statements a batch at a time, each batch between transactions."""
+        batch: list[tuple[Statement, asyncio.Future[Any]]] = []
+        try:
+            while self._writes:
+                async with self._lock:
+                    batch = [(st, fut) for st, fut in self._writes if not fut.cancelled()]
+                    self._writes = []
+                    if not batch:
+                        continue
+                    statements = [st for st, _ in batch]
+                    try:
+                        conn = self._cur()
+                        outcomes = await self._call(partial(_group_commit, conn, statements))
+                    except Exception as exc:
+                        outcomes = [(False, exc)] * len(batch)
+                for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+                    _settle(fut, ok, value)
+                batch = []
+                self._wrote(len(outcomes))
+        except asyncio.CancelledError:
+            for _, fut in [*batch, *self._writes]:
+                fut.cancel()
+            self._writes = []
+            raise
+        finally:
+            self._flusher = None
+
+    def _wrote(self, statements: int) -> None:
+        """Count committed writes; start a background checkpoint when it is time."""
+        self._uncheckpointed += statements
+        if self._checkpoint is not None or self._checkpoint_conn is None:
+            return
+        now = time.monotonic()
+        if (
+            self._uncheckpointed < CHECKPOINT_AFTER_WRITES
+            and now - self._checkpointed_at < CHECKPOINT_INTERVAL_S
+        ):
+            return
+        self._uncheckpointed = 0
+        self._checkpointed_at = now
+        conn = self._checkpoint_conn
+        loop = asyncio.get_running_loop()
+        self._checkpoint = loop.run_in_executor(self._checkpoints, _checkpoint, conn)
+        self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_done(self, done: asyncio.Future[None]) -> None:
+        self._checkpoint = None
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("checkpoint of %s failed: %s", self.path, done.exception())
 
     async def executescript(self, script: str) -> None:
         async with self._lock:
             await self._call(lambda: self._cur().executescript(script))
+            self._wrote(1)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
         async with self._lock:
             await self._execute("BEGIN IMMEDIATE", ())
+            tx = _SqliteTx(self)
             try:
-                yield _SqliteTx(self)
+                yield tx
             except BaseException:
                 await self._execute("ROLLBACK", ())
                 raise
             await self._execute("COMMIT", ())
+            self._wrote(tx.statements)
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
         async with self._lock:
+            if self._checkpoint is not None:
+                await asyncio.shield(self._checkpoint)
+            if self._checkpoint_conn is not None:
+                ckpt, self._checkpoint_conn = self._checkpoint_conn, None
+                await asyncio.get_running_loop().run_in_executor(self._checkpoints, ckpt.close)
+            if self._reader.conn is not None:
+                rconn, self._reader.conn = self._reader.conn, None
+                await self._call_reader(rconn.close)
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 await self._call(conn.close)
         self._pool.shutdown(wait=True)
+        self._reader.shutdown()
+        self._checkpoints.shutdown(wait=True)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    # PASSIVE: copies what it can without waiting for, or blocking, readers and writers.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 class _SqliteTx:
@@ -136,13 +404,16 @@ class _SqliteTx:
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
+        self.statements = 0
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        self.statements += 1
         return await self._db._fetch_all(sql, params)
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self._db._fetch_all(sql, params)
+        rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Params = ()) -> int:
+        self.statements += 1
         return await self._db._execute(sql, params)

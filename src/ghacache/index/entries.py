@@ -9,6 +9,7 @@ reservations win.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,21 @@ def key_prefix_condition(prefix: str) -> tuple[str, list[object]]:
     if upper is None:
         return "key >= ?", [prefix]
     return "key >= ? AND key < ?", [prefix, upper]
+
+
+@functools.lru_cache(maxsize=256)
+def _lookup_sql(scopes: int, bounded: tuple[bool, ...]) -> str:
+    """The lookup statement for ``scopes`` scopes and keys with (or without) an upper bound."""
+    selects: list[str] = []
+    for _ in range(scopes):
+        for has_upper in bounded:
+            condition = "key >= ? AND key < ?" if has_upper else "key >= ?"
+            selects.append(
+                f"SELECT * FROM (SELECT {_COLUMNS} FROM entries WHERE repo = ? AND scope = ? "
+                f"AND version = ? AND state = ? AND {condition} "
+                f"ORDER BY key = ? DESC, created_at DESC, id DESC LIMIT 1) AS e{len(selects)}"
+            )
+    return " UNION ALL ".join(selects)
 
 
 class EntryState(enum.IntEnum):
@@ -213,36 +229,35 @@ class EntryIndex:
     async def lookup(
         self, *, repo: str, scopes: Sequence[str], keys: Sequence[str], version: str
     ) -> Entry | None:
-        """GitHub's lookup (see ``protocol.keys.pick``) in one statement."""
+        """GitHub's lookup (see ``protocol.keys.pick``) in one statement.
+
+        One subquery per (scope, key) range-scans the unique ``(repo, scope, version, key)``
+        index for keys starting with ``key`` and keeps one row: the exact match if there is
+        one, else the newest. That is all ``pick`` needs, since the newest prefix match
+        only counts when there is no exact one.
+        """
         if not scopes or not keys:
             return None
-        selects: list[str] = []
+        bounds = [(key, prefix_upper_bound(key)) for key in keys]
         params: list[object] = []
-        base = f"SELECT {_COLUMNS} FROM entries WHERE repo = ? AND scope = ? AND version = ? AND state = ?"
         for scope in scopes:
-            for key in keys:
-                selects.append(f"SELECT * FROM ({base} AND key = ?) AS e{len(selects)}")
+            for key, upper in bounds:
                 params += [repo, scope, version, EntryState.COMMITTED, key]
-                condition, bounds = key_prefix_condition(key)
-                selects.append(
-                    f"SELECT * FROM ({base} AND {condition} "
-                    f"ORDER BY created_at DESC, id DESC LIMIT 1) AS e{len(selects)}"
-                )
-                params += [repo, scope, version, EntryState.COMMITTED, *bounds]
+                if upper is not None:
+                    params.append(upper)
+                params.append(key)
+        sql = _lookup_sql(len(scopes), tuple(upper is not None for _, upper in bounds))
         # Full rows, so a hit needs no second query.
-        found = {
-            e.id: e
-            for e in map(_entry, await self.db.fetch_all(" UNION ALL ".join(selects), params))
-        }
+        rows = {int(row[0]): row for row in await self.db.fetch_all(sql, params)}
         chosen = pick(
             (
-                Candidate(entry_id=e.id, scope=e.scope, key=e.key, created_at=e.created_at)
-                for e in found.values()
+                Candidate(entry_id=i, scope=str(r[2]), key=str(r[3]), created_at=float(r[10]))
+                for i, r in rows.items()
             ),
             scopes=scopes,
             keys=keys,
         )
-        return None if chosen is None else found[chosen.entry_id]
+        return None if chosen is None else _entry(rows[chosen.entry_id])
 
     async def touch(self, entry_id: int, now: float) -> None:
         """Record an access (a restore) of a committed entry."""

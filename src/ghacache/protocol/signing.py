@@ -8,11 +8,12 @@ Extra query parameters the SDKs append (``comp``, ``blockid``, ``timeout``) are 
 from __future__ import annotations
 
 import base64
-import hashlib
+import functools
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import quote
 
 from ghacache.errors import ScopeForbidden, Unauthenticated
 
@@ -20,8 +21,10 @@ Direction = Literal["r", "cw"]
 SIGNED_VERSION = "2025-01-05"
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+@functools.lru_cache(maxsize=16)
+def _iso(ts: int) -> str:
+    # Cached: every URL signed within the same second shares its expiry.
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_iso(value: str) -> float:
@@ -33,7 +36,7 @@ def _parse_iso(value: str) -> float:
 
 def _mac(secret: bytes, direction: str, resource: str, expiry: str) -> str:
     msg = f"{SIGNED_VERSION}\n{direction}\n{resource}\n{expiry}".encode()
-    digest = hmac.new(secret, msg, hashlib.sha256).digest()
+    digest = hmac.digest(secret, msg, "sha256")
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
@@ -45,7 +48,7 @@ class UrlSigner:
 
     def sign(self, *, resource: str, direction: Direction, expires_at: float) -> dict[str, str]:
         """Query parameters granting ``direction`` on ``resource`` until ``expires_at``."""
-        se = _iso(expires_at)
+        se = _iso(int(expires_at))
         return {
             "sv": SIGNED_VERSION,
             "sr": "b",
@@ -53,6 +56,13 @@ class UrlSigner:
             "se": se,
             "sig": _mac(self.secret, direction, resource, se),
         }
+
+    def sign_query(self, *, resource: str, direction: Direction, expires_at: float) -> str:
+        """``sign``'s parameters as a query string, as ``urlencode`` would write it."""
+        se = _iso(int(expires_at))
+        sig = _mac(self.secret, direction, resource, se)
+        # Only the expiry's colons need escaping: the rest is unreserved by construction.
+        return f"sv={SIGNED_VERSION}&sr=b&sp={direction}&se={quote(se, safe='')}&sig={sig}"
 
     def verify(
         self, query: dict[str, str], *, resource: str, direction: Direction, now: float

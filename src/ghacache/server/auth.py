@@ -7,6 +7,10 @@
 - ``none``: claims are read without checking the signature (loopback development only).
 
 Every mode then checks ``exp``/``nbf`` and the ``ac`` claim with the injected clock.
+
+``secret`` and ``github`` remember verified tokens (``TokenCache``): a job sends the same
+token with each of its cache calls, and a BuildKit build with every blob lookup, so the
+signature is checked once per token rather than once per call.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -104,14 +109,63 @@ def _decode_error(exc: Exception) -> Unauthenticated:
     return Unauthenticated(f"invalid runtime token: {exc}")
 
 
+DEFAULT_TOKEN_CACHE_SIZE = 4096
+
+
+class TokenCache:
+    """Claims of tokens that passed verification, kept until the token expires.
+
+    Bounded: past ``max_tokens``, the least recently used token is forgotten (and verified
+    again if it comes back). Only verified tokens are kept, so invalid ones cannot crowd
+    out valid ones, and a hit re-checks ``exp`` and ``nbf`` against the clock; an expired
+    token is dropped and goes through full verification, which rejects it.
+    """
+
+    def __init__(self, *, max_tokens: int = DEFAULT_TOKEN_CACHE_SIZE) -> None:
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must not be negative, got {max_tokens}")
+        self.max_tokens = max_tokens
+        self._claims: OrderedDict[str, RuntimeClaims] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    async def claims(
+        self, token: str, now: float, verify: Callable[[str], Awaitable[RuntimeClaims]]
+    ) -> RuntimeClaims:
+        """The cached claims of ``token``, else ``await verify(token)`` (then cached).
+
+        Raises:
+            Unauthenticated: from ``verify``.
+        """
+        claims = self._claims.get(token)
+        if claims is not None:
+            if now < claims.expires_at and (claims.not_before is None or now >= claims.not_before):
+                self._claims.move_to_end(token)
+                return claims
+            del self._claims[token]
+        claims = await verify(token)
+        if self.max_tokens:
+            self._claims[token] = claims
+            if len(self._claims) > self.max_tokens:
+                self._claims.popitem(last=False)
+        return claims
+
+
 class SecretAuthenticator:
     """HS256 tokens signed with the server's own secret."""
 
-    def __init__(self, secret: bytes, *, now: Callable[[], float]) -> None:
+    def __init__(
+        self, secret: bytes, *, now: Callable[[], float], cache: TokenCache | None = None
+    ) -> None:
         self._key = derive_key(secret, "token")
         self._now = now
+        self._cache = TokenCache() if cache is None else cache
 
     async def authenticate(self, token: str) -> RuntimeClaims:
+        return await self._cache.claims(token, self._now(), self._verify)
+
+    async def _verify(self, token: str) -> RuntimeClaims:
         try:
             payload = jwt.decode(token, self._key, algorithms=["HS256"], options=_JWT_OPTIONS)
         except jwt.PyJWTError as exc:
@@ -136,13 +190,22 @@ class UnverifiedAuthenticator:
 class GithubAuthenticator:
     """RS256 tokens checked against a JWKS (file or URL) and an issuer."""
 
-    def __init__(self, *, jwks: str, issuer: str, audience: str, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        jwks: str,
+        issuer: str,
+        audience: str,
+        now: Callable[[], float],
+        cache: TokenCache | None = None,
+    ) -> None:
         if not jwks or not issuer:
             raise ValueError("--auth github needs --jwks (file or URL) and --issuer")
         self._jwks_source = jwks
         self._issuer = issuer
         self._audience = audience or None
         self._now = now
+        self._cache = TokenCache() if cache is None else cache
         self._url_client: jwt.PyJWKClient | None = None
         self._file_keys: jwt.PyJWKSet | None = None
         if jwks.startswith(("http://", "https://")):
@@ -165,6 +228,9 @@ class GithubAuthenticator:
         raise jwt.InvalidKeyError(f"no key in the JWKS matches the token (kid {wanted!r})")
 
     async def authenticate(self, token: str) -> RuntimeClaims:
+        return await self._cache.claims(token, self._now(), self._verify)
+
+    async def _verify(self, token: str) -> RuntimeClaims:
         try:
             key = await asyncio.to_thread(self._key_for, token)
             options: Options = {**_JWT_OPTIONS, "verify_aud": self._audience is not None}

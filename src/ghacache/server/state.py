@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -46,12 +45,12 @@ class ServerState:
     def blob_url(self, request: web.Request, container: str, entry_id: int) -> str:
         """A signed URL for an entry's upload (``uploads``) or download (``entries``)."""
         direction: Direction = "cw" if container == UPLOADS else "r"
-        query = self.signer.sign(
+        query = self.signer.sign_query(
             resource=f"{container}/{entry_id}",
             direction=direction,
             expires_at=self.now() + self.config.url_ttl,
         )
-        return f"{self.base_url(request)}/{ACCOUNT}/{container}/{entry_id}?{urlencode(query)}"
+        return f"{self.base_url(request)}/{ACCOUNT}/{container}/{entry_id}?{query}"
 
     async def upload_url(self, request: web.Request, entry: Entry) -> str:
         """Where the client uploads: the store itself with direct transfers, else this server."""

@@ -34,7 +34,8 @@ from ghacache.errors import (
 )
 from ghacache.storage.base import BlobInfo, check_name
 
-WRITE_BUFFER_BYTES = 1024 * 1024
+WRITE_BUFFER_BYTES = int(os.environ.get('EXP_BUF', str(1024 * 1024)))
+EXP_THREAD = os.environ.get('EXP_THREAD') == '1'
 READ_CHUNK_BYTES = 1024 * 1024
 _ASSEMBLED = "=assembled"
 
@@ -54,6 +55,14 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
             view = view[os.write(fd, view) :]
     finally:
         view.release()  # the caller may resize ``data`` (bytearray.clear) afterwards
+
+
+def _writev_all(fd: int, chunks: list[bytes]) -> None:
+    total = sum(len(c) for c in chunks)
+    n = os.writev(fd, chunks)
+    if n < total:
+        rest = b"".join(chunks)[n:]
+        _write_all(fd, rest)
 
 
 @contextlib.contextmanager
@@ -102,24 +111,38 @@ class LocalStore:
             with _storage_errors(what):
                 directory.mkdir(exist_ok=True)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            inflight = None
             try:
-                buf = bytearray()
-                # Errors from the body itself (a client that hangs up) pass through as
-                # they are; only our own file operations become storage errors.
+                buf: list[bytes] = []
+                size = 0
                 async for chunk in chunks:
                     written += len(chunk)
                     if written > max_bytes:
                         raise EntryTooLarge(f"body is larger than the {max_bytes} bytes allowed")
-                    buf += chunk
-                    if len(buf) >= WRITE_BUFFER_BYTES:
-                        with _storage_errors(what):
-                            _write_all(fd, buf)
-                        buf.clear()
+                    buf.append(chunk)
+                    size += len(chunk)
+                    if size >= WRITE_BUFFER_BYTES:
+                        if not EXP_THREAD:
+                            _writev_all(fd, buf)
+                            buf = []
+                            size = 0
+                            continue
+                        if inflight is not None:
+                            await inflight
+                        inflight = asyncio.ensure_future(asyncio.to_thread(_writev_all, fd, buf))
+                        buf = []
+                        size = 0
+                if inflight is not None:
+                    await inflight
+                    inflight = None
                 with _storage_errors(what):
                     if buf:
-                        _write_all(fd, buf)
+                        _writev_all(fd, buf)
             finally:
-                os.close(fd)
+                if inflight is not None:
+                    inflight.add_done_callback(lambda _: os.close(fd))
+                else:
+                    os.close(fd)
             with _storage_errors(what):
                 os.replace(tmp, final)
         finally:
