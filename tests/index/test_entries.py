@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ghacache.errors import EntryExists
 from ghacache.index import Entry, EntryIndex, EntryState, open_index
 from ghacache.index.catalog import Catalog
 from ghacache.index.schema import MIGRATIONS, migrate
+from ghacache.protocol.keys import Candidate, pick
 
 REPO = "octo/repo"
 MAIN = "refs/heads/main"
@@ -489,6 +491,44 @@ async def test_lookup_ten_keys_over_several_scopes(index: EntryIndex) -> None:
     assert await find(index, keys, scopes=scopes) == "hit-1"
 
 
+async def test_lookup_agrees_with_pick_over_every_entry(index: EntryIndex) -> None:
+    """Random entries with shared prefixes and equal creation times, random lookups: the
+    statement's answer is what ``pick`` chooses from all committed entries."""
+    rng = random.Random(7)
+    scopes = [MAIN, PR, "refs/heads/dev"]
+    versions = [VERSION, "v2"]
+    saved: dict[tuple[str, str, str], Entry] = {}
+    for _ in range(80):
+        key = "".join(rng.choice("ab-") for _ in range(rng.randint(1, 4)))
+        ident = (rng.choice(scopes), rng.choice(versions), key)
+        if ident not in saved:
+            at = float(rng.choice([100, 200, 300, 400]))  # ties: the entry id decides
+            saved[ident] = await save(index, key, at=at, scope=ident[0], version=ident[1])
+    for _ in range(150):
+        version = rng.choice(versions)
+        order = rng.sample(scopes, rng.randint(1, 3))
+        keys = list(
+            dict.fromkeys(
+                "".join(rng.choice("ab-") for _ in range(rng.randint(1, 3)))
+                for _ in range(rng.randint(1, 4))
+            )
+        )
+        expected = pick(
+            (
+                Candidate(entry_id=e.id, scope=e.scope, key=e.key, created_at=e.created_at)
+                for e in saved.values()
+                if e.version == version
+            ),
+            scopes=order,
+            keys=keys,
+        )
+        hit = await index.lookup(repo=REPO, scopes=order, keys=keys, version=version)
+        assert (None if hit is None else hit.id) == (expected and expected.entry_id), (
+            order,
+            keys,
+        )
+
+
 # -- access times, listing, expiry ---------------------------------------------------------------------
 
 
@@ -500,6 +540,28 @@ async def test_touch_moves_last_access_forward_only(index: EntryIndex) -> None:
     assert touched.last_accessed_at == 500
     assert (touched.created_at, touched.updated_at) == (100, 100)
     await index.touch(entry.id, now=300)  # an older clock reading never moves it back
+    again = await index.get(entry.id)
+    assert again is not None and again.last_accessed_at == 500
+
+
+async def test_lookup_with_touch_at_records_the_access_of_a_hit(index: EntryIndex) -> None:
+    entry = await save(index, "k-1", at=100)
+    other = await save(index, "other", at=100)
+    hit = await index.lookup(
+        repo=REPO, scopes=[MAIN], keys=["k-2", "k-"], version=VERSION, touch_at=500
+    )
+    assert hit is not None and hit.id == entry.id
+    assert hit.last_accessed_at == 100  # the entry as it was read
+    touched = await index.get(entry.id)
+    assert touched is not None and touched.last_accessed_at == 500
+    untouched = await index.get(other.id)
+    assert untouched is not None and untouched.last_accessed_at == 100
+    # A miss writes nothing; an older clock reading never moves an access back.
+    assert (
+        await index.lookup(repo=REPO, scopes=[MAIN], keys=["x"], version=VERSION, touch_at=900)
+        is None
+    )
+    await index.lookup(repo=REPO, scopes=[MAIN], keys=["k-1"], version=VERSION, touch_at=300)
     again = await index.get(entry.id)
     assert again is not None and again.last_accessed_at == 500
 

@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from ghacache.protocol.scopes import Permission, Scope, encode_ac
+from ghacache.errors import Unauthenticated
+from ghacache.protocol.scopes import Permission, RuntimeClaims, Scope, encode_ac
 from ghacache.server.app import make_authenticator
-from ghacache.server.auth import mint_token
+from ghacache.server.auth import SecretAuthenticator, TokenCache, mint_token
 from ghacache.server.config import ServerConfig
 from tests.conftest import Clock, ServerHandle, start_server
 from tests.support import wire
@@ -531,3 +532,99 @@ async def test_other_repository_cannot_finalize_v2_reservation(
     found = await wire.v2_lookup(http, server.url, a, "a-v2")
     assert (await wire.download(http, found["signed_download_url"]))[1] == data
     assert not (await wire.v2_lookup(http, server.url, b, "a-v2"))["ok"]
+
+
+# -- verified-token cache ---------------------------------------------------------------------
+
+
+def _runtime_claims(exp: float, nbf: float | None = None) -> RuntimeClaims:
+    return RuntimeClaims(repository="octo/repo", scopes=(), expires_at=exp, not_before=nbf)
+
+
+class _Verifier:
+    """Counts verifications; tokens named ``bad*`` fail."""
+
+    def __init__(self, claims: RuntimeClaims) -> None:
+        self.claims = claims
+        self.calls: list[str] = []
+
+    async def __call__(self, token: str) -> RuntimeClaims:
+        self.calls.append(token)
+        if token.startswith("bad"):
+            raise Unauthenticated("invalid runtime token")
+        return self.claims
+
+
+async def test_token_cache_verifies_each_token_once_until_it_expires() -> None:
+    cache = TokenCache()
+    verify = _Verifier(_runtime_claims(exp=200))
+    for now in (100, 150, 199.9):
+        assert await cache.claims("t1", now, verify) is verify.claims
+    assert verify.calls == ["t1"]
+    # At exp the cached claims no longer count: the token is verified again (and the real
+    # verifier rejects it; this one does not, so it is cached again).
+    await cache.claims("t1", 200, verify)
+    assert verify.calls == ["t1", "t1"]
+
+
+async def test_token_cache_rechecks_not_before_on_a_hit() -> None:
+    cache = TokenCache()
+    verify = _Verifier(_runtime_claims(exp=200, nbf=100))
+    await cache.claims("t1", 150, verify)
+    await cache.claims("t1", 99, verify)  # a clock that went back: before nbf again
+    assert verify.calls == ["t1", "t1"]
+
+
+async def test_token_cache_never_keeps_a_failed_verification() -> None:
+    cache = TokenCache()
+    verify = _Verifier(_runtime_claims(exp=200))
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            await cache.claims("bad-token", 100, verify)
+    assert verify.calls == ["bad-token", "bad-token"]
+    assert len(cache) == 0
+
+
+async def test_token_cache_forgets_the_least_recently_used_token() -> None:
+    cache = TokenCache(max_tokens=2)
+    verify = _Verifier(_runtime_claims(exp=200))
+    await cache.claims("a", 100, verify)
+    await cache.claims("b", 100, verify)
+    await cache.claims("a", 100, verify)  # a is now the most recently used
+    await cache.claims("c", 100, verify)  # evicts b
+    assert len(cache) == 2
+    await cache.claims("a", 100, verify)
+    await cache.claims("b", 100, verify)
+    assert verify.calls == ["a", "b", "c", "b"]
+
+
+async def test_token_cache_of_size_zero_keeps_nothing() -> None:
+    cache = TokenCache(max_tokens=0)
+    verify = _Verifier(_runtime_claims(exp=200))
+    await cache.claims("a", 100, verify)
+    await cache.claims("a", 100, verify)
+    assert verify.calls == ["a", "a"] and len(cache) == 0
+    with pytest.raises(ValueError, match="max_tokens"):
+        TokenCache(max_tokens=-1)
+
+
+async def test_secret_authenticator_checks_a_cached_token_against_the_clock() -> None:
+    clock = Clock()
+    secret = b"s" * 32
+    auth = SecretAuthenticator(secret, now=clock)
+    token = mint_token(
+        secret,
+        repository="octo/repo",
+        scopes=[Scope(ref="refs/heads/main", permission=Permission.READ)],
+        ttl_s=60,
+        now=clock(),
+    )
+    first = await auth.authenticate(token)
+    assert await auth.authenticate(token) is first  # served from the cache
+    clock.advance(61)
+    with pytest.raises(Unauthenticated, match="expired"):
+        await auth.authenticate(token)
+    # A token signed with another secret is rejected even right after a valid one was cached.
+    other = mint_token(b"t" * 32, repository="octo/repo", scopes=[], ttl_s=60, now=clock())
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(other)

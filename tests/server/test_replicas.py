@@ -317,6 +317,8 @@ def test_eviction_runs_on_one_replica_at_a_time(
         "400KiB",
         "--log-level",
         "debug",
+        "--log-format",
+        "text",  # _sweeps reads the text lines
     )
     try:
         token = cluster.token()

@@ -20,6 +20,7 @@ from ghacache.errors import (
     BlobExists,
     BlobNotFound,
     EntryTooLarge,
+    RemoteProtocolError,
     StorageError,
     UploadStateError,
 )
@@ -294,6 +295,156 @@ async def test_read_assembled_without_assembly(store: BlobStore) -> None:
     await store.write_part("u1", "a", stream([b"x"]), max_bytes=1)
     with pytest.raises((StorageError, UploadStateError)):
         await store.read_assembled("u1", 100)
+
+
+# -- placement hints (length, offset, number) -----------------------------------------------------
+# A store may use them to write parts into place; whatever it does, the bytes must come out
+# in the order assemble names, and a body that breaks a hint must stage nothing.
+
+BLOCK = MiB + 7  # odd sizes: misplaced bytes show
+
+
+def blocks(count: int, last: int = 1000) -> list[bytes]:
+    return [data(BLOCK if i < count - 1 else last, seed=i) for i in range(count)]
+
+
+async def stage_numbered(store: BlobStore, upload: str, payloads: list[bytes], order: list[int]):
+    """Stage ``payloads[i]`` as part ``b<i>`` with number ``i``, concurrently, in ``order``."""
+
+    async def one(i: int) -> None:
+        await store.write_part(
+            upload, f"b{i}", stream([payloads[i]]), max_bytes=BLOCK, number=i,
+            length=len(payloads[i]),
+        )  # fmt: skip
+
+    await asyncio.gather(*(one(i) for i in order))
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        pytest.param([0, 1, 2, 3, 4], id="in order"),
+        pytest.param([2, 0, 4, 1, 3], id="scrambled"),
+        pytest.param([4, 3, 2, 1, 0], id="last first"),
+    ],
+)
+async def test_numbered_parts_come_out_in_list_order(store: BlobStore, order: list[int]) -> None:
+    payloads = blocks(5)
+    await stage_numbered(store, "u1", payloads, order)
+    names = [f"b{i}" for i in range(5)]
+    expected = b"".join(payloads)
+    assert await store.assemble("u1", names) == len(expected)
+    await store.publish("u1", "blob1")
+    assert await read_all(store, "blob1", 0, len(expected)) == expected
+
+
+async def test_a_list_order_other_than_the_numbers_wins(store: BlobStore) -> None:
+    payloads = blocks(4, last=BLOCK)
+    await stage_numbered(store, "u1", payloads, [0, 1, 2, 3])
+    order = [3, 1, 0, 2, 1]
+    expected = b"".join(payloads[i] for i in order)
+    assert await store.assemble("u1", [f"b{i}" for i in order]) == len(expected)
+    await store.publish("u1", "blob1")
+    assert await read_all(store, "blob1", 0, len(expected)) == expected
+
+
+async def test_numbers_that_collide_or_mislead_still_assemble_right(store: BlobStore) -> None:
+    payloads = [data(BLOCK, seed=i) for i in range(4)]
+    for i, payload in enumerate(payloads):  # every block claims number 7
+        await store.write_part(
+            "u1", f"b{i}", stream([payload]), max_bytes=BLOCK, number=7, length=BLOCK
+        )
+    assert await store.assemble("u1", [f"b{i}" for i in range(4)]) == 4 * BLOCK
+    await store.publish("u1", "blob1")
+    assert await read_all(store, "blob1", 0, 4 * BLOCK) == b"".join(payloads)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0]])
+async def test_chunks_at_their_offsets_tile_the_object(store: BlobStore, order: list[int]) -> None:
+    payloads = blocks(3)
+    offsets = [0, BLOCK, 2 * BLOCK]
+    for i in order:
+        await store.write_part(
+            "u1", f"o{offsets[i]}", stream([payloads[i]]), max_bytes=BLOCK, offset=offsets[i],
+            length=len(payloads[i]),
+        )  # fmt: skip
+    expected = b"".join(payloads)
+    assert await store.assemble("u1", [f"o{o}" for o in offsets]) == len(expected)
+    await store.publish("u1", "blob1")
+    assert await read_all(store, "blob1", 0, len(expected)) == expected
+
+
+async def test_a_chunk_sent_again_replaces_the_first_copy(store: BlobStore) -> None:
+    first, second, tail = data(BLOCK, seed=1), data(BLOCK, seed=2), data(100, seed=3)
+    for payload, offset in ((first, 0), (tail, BLOCK), (second, 0)):
+        await store.write_part(
+            "u1", f"o{offset}", stream([payload]), max_bytes=BLOCK, offset=offset,
+            length=len(payload),
+        )  # fmt: skip
+    assert await store.assemble("u1", ["o0", f"o{BLOCK}"]) == BLOCK + 100
+    await store.publish("u1", "blob1")
+    assert await read_all(store, "blob1", 0, BLOCK + 100) == second + tail
+
+
+async def test_overlapping_chunks_never_mix_their_bytes(store: BlobStore) -> None:
+    # A chunk covering [0, 2B), then one at [B, 2B), then [0, B) again: each part keeps
+    # its own bytes whichever was written over which range.
+    whole, upper, lower = data(2 * BLOCK, seed=1), data(BLOCK, seed=2), data(BLOCK, seed=3)
+    for name, payload, offset in (("o0", whole, 0), ("oB", upper, BLOCK), ("o0", lower, 0)):
+        await store.write_part(
+            "u1", name, stream([payload]), max_bytes=2 * BLOCK, offset=offset,
+            length=len(payload),
+        )  # fmt: skip
+    assert await store.assemble("u1", ["o0", "oB"]) == 2 * BLOCK
+    await store.publish("u1", "blob1")
+    assert await read_all(store, "blob1", 0, 2 * BLOCK) == lower + upper
+
+
+@pytest.mark.parametrize(
+    ("sizes", "length"),
+    [pytest.param([10, 5], 12, id="longer"), pytest.param([10], 12, id="shorter")],
+)
+@pytest.mark.parametrize("where", [{"number": 0}, {"offset": 0}, {}], ids=str)
+async def test_a_body_of_another_length_than_declared_stages_nothing(
+    store: BlobStore, sizes: list[int], length: int, where: dict[str, int]
+) -> None:
+    with pytest.raises(RemoteProtocolError):
+        await store.write_part(
+            "u1", "p", stream(data(n) for n in sizes), max_bytes=100, length=length, **where
+        )
+    with pytest.raises(BlobNotFound):
+        await store.assemble("u1", ["p"])
+
+
+@pytest.mark.parametrize("where", [{"number": 1}, {"offset": BLOCK}], ids=str)
+async def test_a_failed_placed_write_leaves_no_part_and_can_be_retried(
+    store: BlobStore, where: dict[str, int]
+) -> None:
+    payloads = blocks(2, last=BLOCK)
+    hints = [{"number": 0} if "number" in where else {"offset": 0}, where]
+    await store.write_part("u1", "a", stream([payloads[0]]), max_bytes=BLOCK, length=BLOCK,
+                           **hints[0])  # fmt: skip
+    broken = failing_stream([payloads[1][:1000]], ConnectionResetError("client went away"))
+    with pytest.raises(ConnectionResetError):
+        await store.write_part("u1", "b", broken, max_bytes=BLOCK, length=BLOCK, **hints[1])
+    with pytest.raises(BlobNotFound):
+        await store.assemble("u1", ["a", "b"])
+    await store.write_part("u1", "b", stream([payloads[1]]), max_bytes=BLOCK, length=BLOCK,
+                           **hints[1])  # fmt: skip
+    assert await store.assemble("u1", ["a", "b"]) == 2 * BLOCK
+    await store.publish("u1", "blob1")
+    assert await read_all(store, "blob1", 0, 2 * BLOCK) == b"".join(payloads)
+
+
+async def test_a_placed_part_replaced_by_a_plain_one_and_back(store: BlobStore) -> None:
+    one, two, three = data(BLOCK, seed=1), data(BLOCK - 1, seed=2), data(BLOCK, seed=3)
+    await store.write_part("u1", "p", stream([one]), max_bytes=BLOCK, number=0, length=BLOCK)
+    await store.write_part("u1", "p", stream([two]), max_bytes=BLOCK)
+    assert await store.assemble("u1", ["p"]) == BLOCK - 1
+    assert await store.read_assembled("u1", BLOCK) == two
+    await store.write_part("u1", "p", stream([three]), max_bytes=BLOCK, number=0, length=BLOCK)
+    assert await store.assemble("u1", ["p"]) == BLOCK
+    assert await store.read_assembled("u1", BLOCK) == three
 
 
 # -- publish ----------------------------------------------------------------------------------------

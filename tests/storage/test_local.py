@@ -5,10 +5,12 @@ Behaviour every store shares is in test_contract.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from ghacache.errors import EntryTooLarge, StorageError
 from ghacache.storage import LocalStore, open_store
 from ghacache.storage.local import READ_CHUNK_BYTES, WRITE_BUFFER_BYTES
-from tests.support.blobs import MiB, data, publish_bytes, read_all, stream
+from tests.support.blobs import MiB, data, failing_stream, publish_bytes, read_all, stream
 
 
 @pytest.fixture
@@ -143,6 +145,122 @@ async def test_assemble_single_part_hard_links_and_keeps_the_part(store: LocalSt
     assert await store.assemble("u1", ["blob"]) == len(payload)
     await store.publish("u1", "b")
     assert await read_all(store, "b", 0, len(payload)) == payload
+
+
+# -- parts written into place ---------------------------------------------------------------------
+
+BLOCK = MiB + 7
+
+
+async def put_blocks(store: LocalStore, upload: str, payloads: list[bytes], order: list[int]):
+    async def one(i: int) -> None:
+        await store.write_part(
+            upload, f"b{i}", stream([payloads[i]]), max_bytes=BLOCK, number=i,
+            length=len(payloads[i]),
+        )  # fmt: skip
+
+    await asyncio.gather(*(one(i) for i in order))
+
+
+def same_file(store: LocalStore, upload: str, a: str, b: str) -> bool:
+    directory = store.root / "uploads" / upload
+    return (directory / a).stat().st_ino == (directory / b).stat().st_ino
+
+
+# The last, shorter block arriving first (possible only when no more blocks than the client
+# sends at once) misleads the size guess: that upload is copied, which the contract tests check.
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [2, 1, 0, 3], [1, 3, 2, 0]])
+async def test_numbered_blocks_are_assembled_without_a_copy(
+    store: LocalStore, order: list[int]
+) -> None:
+    payloads = [data(BLOCK if i < 3 else 5, seed=i) for i in range(4)]
+    await put_blocks(store, "u1", payloads, order)
+    # One data file plus a marker per block: no block has a file of its own.
+    assert staged(store, "u1") == ["=data", *(f"b{i}@{i * BLOCK}+{len(p)}"
+                                             for i, p in enumerate(payloads))]  # fmt: skip
+    assert await store.assemble("u1", [f"b{i}" for i in range(4)]) == 3 * BLOCK + 5
+    assert same_file(store, "u1", "=data", "=assembled")
+    await store.publish("u1", "blob1")
+    assert await read_all(store, "blob1", 0, 3 * BLOCK + 5) == b"".join(payloads)
+
+
+async def test_v1_chunks_at_their_offsets_are_assembled_without_a_copy(store: LocalStore) -> None:
+    payloads = [data(BLOCK, seed=1), data(BLOCK, seed=2), data(3, seed=3)]
+    offsets = [0, BLOCK, 2 * BLOCK]
+    for i in (2, 0, 1):
+        await store.write_part(
+            "u1", f"o{i}", stream([payloads[i]]), max_bytes=BLOCK, offset=offsets[i],
+            length=len(payloads[i]),
+        )  # fmt: skip
+    assert await store.assemble("u1", ["o0", "o1", "o2"]) == 2 * BLOCK + 3
+    assert same_file(store, "u1", "=data", "=assembled")
+
+
+async def test_blocks_out_of_list_order_are_copied(store: LocalStore) -> None:
+    payloads = [data(BLOCK, seed=i) for i in range(3)]
+    await put_blocks(store, "u1", payloads, [0, 1, 2])
+    assert await store.assemble("u1", ["b1", "b0", "b2"]) == 3 * BLOCK
+    assert not same_file(store, "u1", "=data", "=assembled")
+    assert await store.read_assembled("u1", 3 * BLOCK) == payloads[1] + payloads[0] + payloads[2]
+
+
+async def test_an_assembled_data_file_takes_no_more_writes(store: LocalStore) -> None:
+    payloads = [data(BLOCK, seed=i) for i in range(3)]
+    await put_blocks(store, "u1", payloads, [0, 1, 2])
+    names = ["b0", "b1", "b2"]
+    assert await store.assemble("u1", names) == 3 * BLOCK
+    late = data(BLOCK, seed=9)  # stragglers: a block sent again, and a new one
+    await store.write_part("u1", "b1", stream([late]), max_bytes=BLOCK, number=1, length=BLOCK)
+    await store.write_part("u1", "b3", stream([late]), max_bytes=BLOCK, number=3, length=BLOCK)
+    assert await store.read_assembled("u1", 4 * BLOCK) == b"".join(payloads)
+    assert await store.assemble("u1", [*names, "b3"]) == 4 * BLOCK  # a new list sees them
+    assert await store.read_assembled("u1", 4 * BLOCK) == payloads[0] + late + payloads[2] + late
+
+
+async def test_a_restarted_store_finds_placed_parts(store: LocalStore) -> None:
+    payloads = [data(BLOCK, seed=i) for i in range(3)]
+    await put_blocks(store, "u1", payloads[:2], [1, 0])
+    again = LocalStore(store.root)  # a new process: only the files remain
+    await again.write_part("u1", "b2", stream([payloads[2]]), max_bytes=BLOCK, number=2,
+                           length=BLOCK)  # fmt: skip
+    assert await again.assemble("u1", ["b0", "b1", "b2"]) == 3 * BLOCK
+    assert same_file(again, "u1", "=data", "=assembled")
+    assert await again.read_assembled("u1", 3 * BLOCK) == b"".join(payloads)
+    assert await LocalStore(store.root).assemble("u1", ["b0", "b1", "b2"]) == 3 * BLOCK
+
+
+async def test_a_write_never_lands_on_a_range_being_written(store: LocalStore) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    first, second = data(BLOCK, seed=1), data(BLOCK, seed=2)
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield first[:1000]
+        started.set()
+        await release.wait()
+        yield first[1000:]
+
+    task = asyncio.create_task(
+        store.write_part("u1", "o0", slow(), max_bytes=BLOCK, offset=0, length=BLOCK)
+    )
+    await started.wait()
+    # The same range again (a client's retry): it goes to a file of its own.
+    await store.write_part("u1", "o0", stream([second]), max_bytes=BLOCK, offset=0, length=BLOCK)
+    assert "o0" in staged(store, "u1")
+    release.set()
+    await task  # finishes later, so its copy of the part is the one kept
+    assert "o0" not in staged(store, "u1")
+    assert await store.assemble("u1", ["o0"]) == BLOCK
+    assert await store.read_assembled("u1", BLOCK) == first
+
+
+async def test_a_failed_placed_write_leaves_no_marker(store: LocalStore) -> None:
+    broken = failing_stream([data(1000)], ConnectionResetError("client went away"))
+    with pytest.raises(ConnectionResetError):
+        await store.write_part("u1", "b0", broken, max_bytes=BLOCK, number=0, length=BLOCK)
+    assert staged(store, "u1") == ["=data"]
+    await store.discard("u1")
+    assert staged(store, "u1") == []
 
 
 async def test_publish_without_fsync(tmp_path: Path) -> None:

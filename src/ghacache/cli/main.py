@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -21,6 +20,7 @@ from ghacache._version import __version__
 from ghacache.cli import buildkit, cache, caches
 from ghacache.protocol.scopes import parse_scope_spec
 from ghacache.server.config import SETTINGS, ServerConfig, Setting, parse_bool, parse_duration
+from ghacache.server.logformat import configure_logging
 
 # Settings of `ghacache token` beyond the server's (documented in the same README table).
 TOKEN_SETTINGS: tuple[Setting, ...] = (
@@ -143,10 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             config = _server_config(args)
-            logging.basicConfig(
-                level=config.log_level.upper(),
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            )
+            configure_logging(config.log_level, config.log_format)
             asyncio.run(_serve(config))
         elif args.command == "token":
             print(_token(args))

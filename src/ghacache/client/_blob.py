@@ -79,7 +79,7 @@ async def upload_blob(
     block_bytes = transfer.block_bytes
     ids = block_ids((source.size + block_bytes - 1) // block_bytes)
 
-    async def put_block(index: int, offset: int, data: Buffer) -> None:
+    async def put_block(index: int, offset: int, data: Buffer | StreamBody) -> None:
         await http.call(
             "PUT",
             with_query(url, comp="block", blockid=ids[index]),

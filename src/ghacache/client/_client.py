@@ -150,7 +150,8 @@ class CacheClient:
 
         ``source`` is bytes, a file path, or an async stream (``async read(n)`` or an async
         iterable of bytes) with ``size`` given. Memory stays at about ``concurrency`` x
-        ``block_bytes``.
+        4 MiB for bytes and files (blocks are streamed from them), ``concurrency`` x
+        ``block_bytes`` for streams.
 
         Returns:
             The service's entry id (v1 cache id, v2 entry id).

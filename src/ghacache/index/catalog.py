@@ -28,6 +28,19 @@ DELETE_BATCH = 2000
 _INSERT_ROWS = 1000
 
 
+def remove_statement(count: int, *, accessed_before: bool) -> str:
+    """DELETE ... RETURNING for ``count`` entry ids, the committed state and, optionally, a
+    last access at or before a time."""
+    marks = ", ".join("?" for _ in range(count))
+    # "+state": find the rows by id. Given the choice, SQLite (which keeps no statistics
+    # here) scans an index on state for a long id list: every committed entry, once per
+    # batch, which made a sweep quadratic in the size of the index.
+    sql = f"DELETE FROM entries WHERE id IN ({marks}) AND +state = ?"
+    if accessed_before:
+        sql += " AND last_accessed_at <= ?"
+    return f"{sql} RETURNING {_COLUMNS}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RepoUsage:
     repo: str
@@ -166,14 +179,12 @@ class Catalog:
         removed: list[Entry] = []
         for i in range(0, len(entry_ids), DELETE_BATCH):
             batch = list(entry_ids[i : i + DELETE_BATCH])
-            marks = ", ".join("?" for _ in batch)
-            sql = f"DELETE FROM entries WHERE id IN ({marks}) AND state = ?"
             params: list[object] = [*batch, EntryState.COMMITTED]
             if accessed_before is not None:
-                sql += " AND last_accessed_at <= ?"
                 params.append(accessed_before)
+            sql = remove_statement(len(batch), accessed_before=accessed_before is not None)
             async with self.db.transaction() as tx:
-                rows = await tx.fetch_all(f"{sql} RETURNING {_COLUMNS}", params)
+                rows = await tx.fetch_all(sql, params)
                 gone = [_entry(r) for r in rows]
                 for k in range(0, len(gone), _INSERT_ROWS):
                     part = gone[k : k + _INSERT_ROWS]

@@ -14,14 +14,11 @@ loop never blocks on disk and no request opens a connection:
   in order, and its caller resumes only after the commit, but a burst of access-time updates
   costs one commit instead of one each.
 - a third thread copies the write-ahead log back into the database (a passive checkpoint)
-  every ``CHECKPOINT_AFTER_WRITES`` statements or ``CHECKPOINT_INTERVAL_S``. SQLite would
+  after ``CHECKPOINT_AFTER_WRITES`` statements or ``CHECKPOINT_INTERVAL_S``. SQLite would
   otherwise do it inside a commit every 1,000 pages, stalling the writer, and every caller
-  waiting for it, for tens of milliseconds.
-- the reader runs ``SELECT`` statements outside transactions, concurrently with the writer
-  (WAL readers never wait for writers). Each statement sees everything committed before it
-  started, so a read issued after a write has returned sees that write. Queries arriving
-  while a batch runs go together in the next batch: a burst of lookups pays one thread
-  hand-off, not one each.
+  waiting for it, for tens of milliseconds. The log starts afresh only when a write begins
+  after a checkpoint has caught up; should writes never pause long enough for that, the
+  writer checkpoints itself once the log passes ``CHECKPOINT_FORCE_PAGES``.
 """
 
 from __future__ import annotations
@@ -29,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,9 +42,12 @@ log = logging.getLogger("ghacache.index")
 # About SQLite's own automatic checkpoint (1,000 pages) at three pages per access-time update.
 CHECKPOINT_AFTER_WRITES = 300
 CHECKPOINT_INTERVAL_S = 1.0
+CHECKPOINT_PASSES = 8
+CHECKPOINT_FORCE_PAGES = 16384  # 64 MiB of 4 KiB pages
 
 Row = tuple[Any, ...]
 Params = Sequence[object]
+Followup = tuple[str, Params] | None  # a statement to run after a query, or nothing
 T = TypeVar("T")
 
 
@@ -74,6 +75,18 @@ class Database(Executor, Protocol):
         """
         ...
 
+    async def fetch_then_execute(
+        self, sql: str, params: Params, then: Callable[[list[Row]], Followup]
+    ) -> list[Row]:
+        """Run a query, then the statement ``then`` makes of its rows (if any); return the rows.
+
+        One unit of work where the backend can make it one (SQLite: a single hand-off to the
+        writer, inside its group commit); else two statements, and another writer may come
+        between them. ``then`` must be quick and pure: it may run on a database thread, and
+        more than once.
+        """
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -98,16 +111,20 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 Statement = tuple[str, tuple[object, ...], bool]  # sql, parameters, fetch rows (else rowcount)
+# A statement, or a short function of the connection (fetch_then_execute).
+Work = Statement | Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]  # (True, rows or rowcount) or (False, exception)
 
 
-def _run(conn: sqlite3.Connection, statement: Statement) -> Any:
-    sql, params, rows = statement
+def _run(conn: sqlite3.Connection, work: Work) -> Any:
+    if callable(work):
+        return work(conn)
+    sql, params, rows = work
     cursor = conn.execute(sql, params)
     return cursor.fetchall() if rows else cursor.rowcount
 
 
-def _each(conn: sqlite3.Connection, statements: list[Statement]) -> list[Outcome]:
+def _each(conn: sqlite3.Connection, statements: Sequence[Work]) -> list[Outcome]:
     """Run statements one by one (autocommit), each with its own outcome."""
     outcomes: list[Outcome] = []
     for statement in statements:
@@ -118,7 +135,7 @@ def _each(conn: sqlite3.Connection, statements: list[Statement]) -> list[Outcome
     return outcomes
 
 
-def _group_commit(conn: sqlite3.Connection, statements: list[Statement]) -> list[Outcome]:
+def _group_commit(conn: sqlite3.Connection, statements: Sequence[Work]) -> list[Outcome]:
     """Run statements in order in one transaction; if one fails, one by one instead.
 
     Either way each statement sees the ones before it, exactly as in autocommit mode; the
@@ -154,14 +171,6 @@ class _Reader:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def fetch_all(self, sql: str, params: tuple[object, ...]) -> list[Row]:
-        import os
-        import sys
-        if os.environ.get("GHACACHE_EXP") == "sw1":
-            sys.setswitchinterval(0.001)
-        if os.environ.get("GHACACHE_EXP") == "sw20":
-            sys.setswitchinterval(0.02)
-        if os.environ.get("GHACACHE_EXP") == "inline" and self.conn is not None:
-            return self.conn.execute(sql, params).fetchall()
         fut: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
         self._queue.append(((sql, params, True), fut))
         if not self._busy:
@@ -206,14 +215,22 @@ class SqliteDatabase:
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        checkpoint_after_writes: int = CHECKPOINT_AFTER_WRITES,
+        checkpoint_force_pages: int = CHECKPOINT_FORCE_PAGES,
+    ) -> None:
         self.path = path
+        self.checkpoint_after_writes = checkpoint_after_writes
+        self.checkpoint_force_pages = checkpoint_force_pages
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ghacache-sqlite")
         self._lock = asyncio.Lock()
         self._conn: sqlite3.Connection | None = None
         self._reader = _Reader()
         # Single statements waiting for the writer, and the task committing them.
-        self._writes: list[tuple[Statement, asyncio.Future[Any]]] = []
+        self._writes: list[tuple[Work, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         # Background checkpoints: their thread and connection, the one running, and the
         # writes committed since the last one started.
@@ -221,18 +238,22 @@ class SqliteDatabase:
             max_workers=1, thread_name_prefix="ghacache-sqlite-checkpoint"
         )
         self._checkpoint_conn: sqlite3.Connection | None = None
-        self._checkpoint: asyncio.Future[None] | None = None
+        self._checkpoint: asyncio.Task[None] | None = None
         self._uncheckpointed = 0
         self._checkpointed_at = time.monotonic()
+        self._closing = False
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteDatabase:
-        db = cls(path)
+    async def open(cls, path: Path, **options: int) -> SqliteDatabase:
+        """Open (creating) the database; ``options`` are the checkpoint thresholds."""
+        db = cls(path, **options)
         try:
             await db._call(db._connect)
             await db._call_reader(db._connect_reader)
             loop = asyncio.get_running_loop()
-            db._checkpoint_conn = await loop.run_in_executor(db._checkpoints, db._open_connection)
+            db._checkpoint_conn = await loop.run_in_executor(
+                db._checkpoints, db._connect_checkpoints
+            )
         except sqlite3.Error as exc:
             await db.close()
             raise MetadataError(f"database error: {exc}") from exc
@@ -254,6 +275,13 @@ class SqliteDatabase:
         # Checkpoints run on their own thread (see _wrote), never inside a commit.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn = conn
+
+    def _connect_checkpoints(self) -> sqlite3.Connection:
+        conn = self._open_connection()
+        # Read the header now: until it has, the connection does not know the database is in
+        # WAL mode, and its first checkpoint would do nothing.
+        conn.execute("PRAGMA journal_mode").fetchall()
+        return conn
 
     def _connect_reader(self) -> None:
         conn = self._open_connection()
@@ -298,7 +326,22 @@ class SqliteDatabase:
         count: int = await self._write((sql, tuple(params), False))
         return count
 
-    async def _write(self, statement: Statement) -> Any:
+    async def fetch_then_execute(
+        self, sql: str, params: Params, then: Callable[[list[Row]], Followup]
+    ) -> list[Row]:
+        args = tuple(params)
+
+        def work(conn: sqlite3.Connection) -> list[Row]:
+            rows = conn.execute(sql, args).fetchall()
+            followup = then(rows)
+            if followup is not None:
+                conn.execute(followup[0], tuple(followup[1]))
+            return rows
+
+        rows: list[Row] = await self._write(work)
+        return rows
+
+    async def _write(self, statement: Work) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._writes.append((statement, fut))
         if self._flusher is None:
@@ -307,7 +350,7 @@ class SqliteDatabase:
 
     async def _flush_writes(self) -> None:
         """Commit queued statements a batch at a time, each batch between transactions."""
-        batch: list[tuple[Statement, asyncio.Future[Any]]] = []
+        batch: list[tuple[Work, asyncio.Future[Any]]] = []
         try:
             while self._writes:
                 async with self._lock:
@@ -336,25 +379,32 @@ class SqliteDatabase:
     def _wrote(self, statements: int) -> None:
         """Count committed writes; start a background checkpoint when it is time."""
         self._uncheckpointed += statements
-        if self._checkpoint is not None or self._checkpoint_conn is None:
+        if self._checkpoint is not None or self._checkpoint_conn is None or self._closing:
             return
         now = time.monotonic()
         if (
-            self._uncheckpointed < CHECKPOINT_AFTER_WRITES
+            self._uncheckpointed < self.checkpoint_after_writes
             and now - self._checkpointed_at < CHECKPOINT_INTERVAL_S
         ):
             return
         self._uncheckpointed = 0
         self._checkpointed_at = now
-        conn = self._checkpoint_conn
-        loop = asyncio.get_running_loop()
-        self._checkpoint = loop.run_in_executor(self._checkpoints, _checkpoint, conn)
-        self._checkpoint.add_done_callback(self._checkpoint_done)
+        self._checkpoint = asyncio.create_task(self._run_checkpoint(self._checkpoint_conn))
 
-    def _checkpoint_done(self, done: asyncio.Future[None]) -> None:
-        self._checkpoint = None
-        if not done.cancelled() and done.exception() is not None:
-            log.warning("checkpoint of %s failed: %s", self.path, done.exception())
+    async def _run_checkpoint(self, conn: sqlite3.Connection) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            force = self.checkpoint_force_pages
+            pages = await loop.run_in_executor(self._checkpoints, _checkpoint, conn, force)
+            if pages > force:
+                # Writes never paused for long enough: hold them off until the log has been
+                # copied, so the next one starts it afresh.
+                async with self._lock:
+                    await self._call(partial(_checkpoint, self._cur(), sys.maxsize))
+        except Exception as exc:
+            log.warning("checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            self._checkpoint = None
 
     async def executescript(self, script: str) -> None:
         async with self._lock:
@@ -375,11 +425,12 @@ class SqliteDatabase:
             self._wrote(tx.statements)
 
     async def close(self) -> None:
+        self._closing = True  # no new background checkpoint
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+        if self._checkpoint is not None:
+            await asyncio.shield(self._checkpoint)
         async with self._lock:
-            if self._checkpoint is not None:
-                await asyncio.shield(self._checkpoint)
             if self._checkpoint_conn is not None:
                 ckpt, self._checkpoint_conn = self._checkpoint_conn, None
                 await asyncio.get_running_loop().run_in_executor(self._checkpoints, ckpt.close)
@@ -394,9 +445,24 @@ class SqliteDatabase:
         self._checkpoints.shutdown(wait=True)
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    # PASSIVE: copies what it can without waiting for, or blocking, readers and writers.
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+def _checkpoint(conn: sqlite3.Connection, give_up_above: int) -> int:
+    """Copy the log into the database until it has caught up with the writer.
+
+    PASSIVE copies what it can without waiting for, or blocking, readers and writers. It
+    copies the log as it was when it started, so further passes copy what was written
+    meanwhile, until one finds nothing new, or the log has grown past ``give_up_above``
+    pages (the writer outpaces us).
+
+    Returns:
+        The pages in the log after the last pass.
+    """
+    logged = previous = -1
+    for _ in range(CHECKPOINT_PASSES):
+        busy, logged, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+        if busy or logged == previous or logged > give_up_above:
+            break
+        previous = logged
+    return int(logged)
 
 
 class _SqliteTx:

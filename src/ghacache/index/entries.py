@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ghacache.errors import EntryExists, MetadataError
-from ghacache.index.database import Database, Row
+from ghacache.index.database import Database, Followup, Row
 from ghacache.protocol.keys import Candidate, pick, prefix_upper_bound
 
 
@@ -92,6 +92,23 @@ def _entry(row: Row) -> Entry:
         updated_at=float(row[11]),
         last_accessed_at=float(row[12]),
     )
+
+
+_TOUCH = "UPDATE entries SET last_accessed_at = ? WHERE id = ? AND last_accessed_at < ?"
+
+
+def _pick_row(rows: list[Row], scopes: Sequence[str], keys: Sequence[str]) -> Row | None:
+    """The row ``pick`` chooses among a lookup's rows (id, repo, scope, key, ... created_at)."""
+    by_id = {int(r[0]): r for r in rows}
+    chosen = pick(
+        (
+            Candidate(entry_id=i, scope=str(r[2]), key=str(r[3]), created_at=float(r[10]))
+            for i, r in by_id.items()
+        ),
+        scopes=scopes,
+        keys=keys,
+    )
+    return None if chosen is None else by_id[chosen.entry_id]
 
 
 class EntryIndex:
@@ -227,7 +244,13 @@ class EntryIndex:
             return _entry(row)
 
     async def lookup(
-        self, *, repo: str, scopes: Sequence[str], keys: Sequence[str], version: str
+        self,
+        *,
+        repo: str,
+        scopes: Sequence[str],
+        keys: Sequence[str],
+        version: str,
+        touch_at: float | None = None,
     ) -> Entry | None:
         """GitHub's lookup (see ``protocol.keys.pick``) in one statement.
 
@@ -235,6 +258,10 @@ class EntryIndex:
         index for keys starting with ``key`` and keeps one row: the exact match if there is
         one, else the newest. That is all ``pick`` needs, since the newest prefix match
         only counts when there is no exact one.
+
+        With ``touch_at``, a hit also records an access at that time (as ``touch`` does), in
+        the same unit of work (``Database.fetch_then_execute``). The entry returned is as
+        read, before that update.
         """
         if not scopes or not keys:
             return None
@@ -248,23 +275,21 @@ class EntryIndex:
                 params.append(key)
         sql = _lookup_sql(len(scopes), tuple(upper is not None for _, upper in bounds))
         # Full rows, so a hit needs no second query.
-        rows = {int(row[0]): row for row in await self.db.fetch_all(sql, params)}
-        chosen = pick(
-            (
-                Candidate(entry_id=i, scope=str(r[2]), key=str(r[3]), created_at=float(r[10]))
-                for i, r in rows.items()
-            ),
-            scopes=scopes,
-            keys=keys,
-        )
-        return None if chosen is None else _entry(rows[chosen.entry_id])
+        if touch_at is None:
+            row = _pick_row(await self.db.fetch_all(sql, params), scopes, keys)
+        else:
+            at = touch_at
+
+            def touch(rows: list[Row]) -> Followup:
+                hit = _pick_row(rows, scopes, keys)
+                return None if hit is None else (_TOUCH, (at, hit[0], at))
+
+            row = _pick_row(await self.db.fetch_then_execute(sql, params, touch), scopes, keys)
+        return None if row is None else _entry(row)
 
     async def touch(self, entry_id: int, now: float) -> None:
-        """Record an access (a restore) of a committed entry."""
-        await self.db.execute(
-            "UPDATE entries SET last_accessed_at = ? WHERE id = ? AND last_accessed_at < ?",
-            (now, entry_id, now),
-        )
+        """Record an access (a restore) of a committed entry; never moves it back."""
+        await self.db.execute(_TOUCH, (now, entry_id, now))
 
     async def list_committed(self, *, repo: str, scopes: Sequence[str], key: str) -> list[Entry]:
         """Committed entries with exactly ``key`` in the given scopes (v1 debug listing)."""

@@ -20,7 +20,7 @@ or the statements keyed only by entry id.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -29,7 +29,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ghacache.errors import MetadataError
-from ghacache.index.database import Params, Row
+from ghacache.index.database import Followup, Params, Row
 
 # "ghacache" in ASCII: a fixed key, unlikely to collide with another application's lock.
 WRITE_LOCK_KEY = 0x6768616361636865
@@ -165,6 +165,18 @@ class PostgresDatabase:
         with _translated_errors():
             async with self._pool.connection() as conn:
                 return await _execute(conn, sql, params)
+
+    async def fetch_then_execute(
+        self, sql: str, params: Params, then: Callable[[list[Row]], Followup]
+    ) -> list[Row]:
+        """The query, then its follow-up, on one pooled connection (two statements)."""
+        with _translated_errors():
+            async with self._pool.connection() as conn:
+                rows = await _fetch_all(conn, sql, params)
+                followup = then(rows)
+                if followup is not None:
+                    await _execute(conn, *followup)
+                return rows
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PostgresTx]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 AuthMode = Literal["secret", "github", "none"]
+LogFormat = Literal["auto", "json", "text"]
+TracingMode = Literal["off", "console", "otlp"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,26 @@ SETTINGS: tuple[Setting, ...] = (
         "duration",
     ),
     Setting("log_level", "info", "Log level: debug, info, warning or error."),
+    Setting(
+        "log_format",
+        "auto",
+        "Log lines as json (one object a line) or text; auto: json unless stderr is a terminal.",
+        "choice",
+        ("auto", "json", "text"),
+    ),
+    Setting(
+        "metrics_token",
+        "",
+        "Bearer token GET /metrics requires (empty: /metrics is open, as Prometheus expects).",
+    ),
+    Setting(
+        "tracing",
+        "off",
+        "OpenTelemetry spans for requests, storage and database calls: off, console (stdout) "
+        "or otlp (needs opentelemetry-exporter-otlp-proto-http; OTEL_* variables apply).",
+        "choice",
+        ("off", "console", "otlp"),
+    ),
 )
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -235,6 +257,9 @@ class ServerConfig:
     buildkit_index_max_age: float = 0.0
     fsync: bool = True
     log_level: str = "info"
+    log_format: LogFormat = "auto"
+    metrics_token: str = field(default="", repr=False)
+    tracing: TracingMode = "off"
 
     @property
     def secret_path(self) -> Path:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from ghacache.index import Entry, EntryIndex, Leases
 from ghacache.index.catalog import Catalog
 from ghacache.protocol.eviction import EvictionReason, Policy, plan
+from ghacache.server.metrics import Metrics
 from ghacache.storage import BlobStore
 
 log = logging.getLogger("ghacache.maintenance")
@@ -79,6 +80,7 @@ class Maintainer:
         on_removed: Callable[[list[Entry]], Awaitable[object]] | None = None,
         replica: str | None = None,
         lease_ttl_s: float = 300.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.index = index
         self.catalog = catalog
@@ -91,6 +93,7 @@ class Maintainer:
         self.replica = replica or replica_id()
         self.leases = Leases(index.db)
         self.lease_ttl_s = lease_ttl_s
+        self.metrics = metrics
         self._lock = asyncio.Lock()
 
     @asynccontextmanager
@@ -183,6 +186,7 @@ class Maintainer:
             gone = await self.catalog.remove(
                 [u.entry_id for u in batch], reason, now=now, accessed_before=newest
             )
+            self._count(reason, gone)
             await self._delete_blobs(gone)
             removed += gone
         if removed:
@@ -197,8 +201,13 @@ class Maintainer:
     async def delete(self, entry_ids: list[int]) -> list[Entry]:
         """Remove entries on an operator's request (recorded with reason ``deleted``)."""
         gone = await self.catalog.remove(entry_ids, EvictionReason.DELETED, now=self.now())
+        self._count(EvictionReason.DELETED, gone)
         await self._delete_blobs(gone)
         return gone
+
+    def _count(self, reason: EvictionReason, gone: list[Entry]) -> None:
+        if self.metrics is not None:
+            self.metrics.evicted(reason, gone)
 
     async def _delete_blobs(self, entries: list[Entry]) -> None:
         await self.store.delete_many([e.blob for e in entries if e.blob is not None])
@@ -229,6 +238,7 @@ class Maintainer:
                     orphan_blobs += 1
             missing = [entry_id for entry_id, blob in committed.items() if blob not in blobs]
             gone = await self.catalog.remove(missing, EvictionReason.MISSING, now=self.now())
+            self._count(EvictionReason.MISSING, gone)
             orphan_uploads = 0
             for upload in await self.store.list_uploads():
                 if upload in pending:

@@ -19,9 +19,16 @@ WINDOW_S = 60.0
 class CreationRateLimiter:
     """Allows ``per_minute`` creations per repository in any 60-second window; 0 = off."""
 
-    def __init__(self, per_minute: int, *, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        now: Callable[[], float],
+        on_limited: Callable[[str], object] | None = None,
+    ) -> None:
         self.per_minute = per_minute
         self._now = now
+        self._on_limited = on_limited  # told the repository of every refusal (metrics)
         self._events: dict[str, deque[float]] = {}
 
     def acquire(self, repo: str) -> None:
@@ -38,6 +45,8 @@ class CreationRateLimiter:
             events.popleft()
         if len(events) >= self.per_minute:
             retry_after = max(1, math.ceil(events[0] + WINDOW_S - now))
+            if self._on_limited is not None:
+                self._on_limited(repo)
             raise RateLimited(
                 f"rate limit exceeded: {self.per_minute} cache entries per minute for {repo}; "
                 f"retry in {retry_after} s",

@@ -26,6 +26,8 @@ from ghacache.index import Entry, EntryIndex, EntryState
 from ghacache.protocol.azblob import block_part_name
 from ghacache.protocol.keys import dedupe_keys
 from ghacache.protocol.scopes import RuntimeClaims
+from ghacache.server import annotate
+from ghacache.server.metrics import Metrics, lookup_result
 from ghacache.server.ratelimit import CreationRateLimiter
 from ghacache.storage import BlobInfo, BlobStore
 from ghacache.storage.base import DIRECT_PART
@@ -34,6 +36,16 @@ log = logging.getLogger("ghacache.service")
 
 SINGLE_PART = "blob"
 MAX_BLOCK_BYTES = 4000 * 1024 * 1024  # Azure's Put Block limit
+
+
+def _block_number(raw_block_id: bytes) -> int | None:
+    """The block's number, if its id ends in one (up to 5 digits; Azure allows 50,000 blocks).
+
+    The Azure SDKs (and ghacache's client) make ids as a per-upload prefix plus the block's
+    zero-padded index. Only a placement hint: the block list alone decides the order.
+    """
+    digits = len(raw_block_id) - len(raw_block_id.rstrip(b"0123456789"))
+    return int(raw_block_id[-min(digits, 5) :]) if digits else None
 
 
 def _chunk_part(offset: int) -> str:
@@ -61,6 +73,8 @@ class CacheService:
         on_commit: Callable[[Entry], Awaitable[object]] | None = None,
         before_publish: Callable[[Entry], Awaitable[int | None]] | None = None,
         direct_uploads: bool = False,
+        metrics: Metrics | None = None,
+        on_lookup: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.index = index
         self.store = store
@@ -75,6 +89,9 @@ class CacheService:
         self.before_publish = before_publish
         # Clients upload straight to the store (part DIRECT_PART); finalize adopts the blob.
         self.direct_uploads = direct_uploads
+        self.metrics = metrics
+        # Told (repository, hit) of every lookup: the dashboard's hit-rate history.
+        self.on_lookup = on_lookup
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -82,15 +99,27 @@ class CacheService:
         self, claims: RuntimeClaims, keys: Sequence[str], version: str
     ) -> Entry | None:
         """The entry a restore with these keys gets, or None; a hit counts as an access."""
+        keys = dedupe_keys(keys)
         entry = await self.index.lookup(
             repo=claims.repository,
             scopes=claims.readable_refs(),
-            keys=dedupe_keys(keys),
+            keys=keys,
             version=version,
+            touch_at=self.now(),  # a hit is an access, recorded before we answer
         )
-        if entry is not None:
-            await self.index.touch(entry.id, self.now())
+        self._observe_lookup(claims, keys, entry)
+        if self.on_lookup is not None:
+            self.on_lookup(claims.repository, entry is not None)
         return entry
+
+    def _observe_lookup(
+        self, claims: RuntimeClaims, keys: Sequence[str], entry: Entry | None
+    ) -> None:
+        """Count the lookup (exact, prefix or miss) and note it for the access line."""
+        result = self.metrics.lookup(keys, entry) if self.metrics else lookup_result(keys, entry)
+        annotate.note(repository=claims.repository, key=keys[0] if keys else "", lookup=result)
+        if entry is not None:
+            annotate.note(scope=entry.scope, matched_key=entry.key)
 
     async def list_key(self, claims: RuntimeClaims, key: str) -> list[Entry]:
         """Committed entries with exactly ``key`` in readable scopes (v1 debug listing)."""
@@ -101,9 +130,11 @@ class CacheService:
     # -- reservations ---------------------------------------------------------------------
 
     def _write_scope(self, claims: RuntimeClaims) -> str:
+        annotate.note(repository=claims.repository)
         scope = claims.writable_ref()
         if scope is None:
             raise ScopeForbidden("cache write denied: token has no writable scopes")
+        annotate.note(scope=scope)
         return scope
 
     async def reserve(
@@ -116,6 +147,7 @@ class CacheService:
             EntryTooLarge: the declared size is over the limit.
             EntryExists: the identity is committed or reserved by a live upload.
         """
+        annotate.note(key=key)
         scope = self._write_scope(claims)
         self.rate_limiter.acquire(claims.repository)
         if declared_size is not None and declared_size > self.limits.max_entry_bytes:
@@ -141,6 +173,7 @@ class CacheService:
 
     async def _pending(self, entry_id: int) -> Entry:
         entry = await self.index.get(entry_id)
+        annotate.note_entry(entry)
         if entry is None or entry.state is EntryState.COMMITTED:
             raise EntryNotFound(f"no upload in progress for entry {entry_id}")
         return entry
@@ -150,6 +183,7 @@ class CacheService:
         entry = await self.index.get(cache_id)
         if entry is None or entry.repo != claims.repository:
             raise EntryNotFound(f"cache {cache_id} not found")
+        annotate.note_entry(entry)
         if entry.scope != self._write_scope(claims):
             raise ScopeForbidden(f"cache {cache_id} belongs to another scope")
         if entry.state is EntryState.COMMITTED:
@@ -157,9 +191,25 @@ class CacheService:
         return entry
 
     async def _stage(
-        self, entry: Entry, part: str, chunks: AsyncIterable[bytes], *, max_bytes: int
+        self,
+        entry: Entry,
+        part: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_bytes: int,
+        offset: int | None = None,
+        number: int | None = None,
+        length: int | None = None,
     ) -> int:
-        size = await self.store.write_part(entry.upload, part, chunks, max_bytes=max_bytes)
+        size = await self.store.write_part(
+            entry.upload,
+            part,
+            chunks,
+            max_bytes=max_bytes,
+            offset=offset,
+            number=number,
+            length=length,
+        )
         if not await self.index.add_part(entry.id, part, size, self.now()):
             raise EntryNotFound(f"upload for entry {entry.id} was abandoned or committed")
         return size
@@ -173,12 +223,25 @@ class CacheService:
         return await self._assemble(entry, [SINGLE_PART])
 
     async def put_block(
-        self, entry_id: int, raw_block_id: bytes, chunks: AsyncIterable[bytes]
+        self,
+        entry_id: int,
+        raw_block_id: bytes,
+        chunks: AsyncIterable[bytes],
+        *,
+        length: int | None = None,
     ) -> int:
-        """Put Block: stage one block, in any order."""
+        """Put Block: stage one block, in any order.
+
+        ``length`` is the body's declared size (Content-Length): with it, and the number the
+        block id ends in, the store can write the block straight into its place.
+        """
         entry = await self._pending(entry_id)
         max_bytes = min(MAX_BLOCK_BYTES, self.limits.max_entry_bytes)
-        return await self._stage(entry, block_part_name(raw_block_id), chunks, max_bytes=max_bytes)
+        name = block_part_name(raw_block_id)
+        number = _block_number(raw_block_id)
+        return await self._stage(
+            entry, name, chunks, max_bytes=max_bytes, number=number, length=length
+        )
 
     async def put_block_list(self, entry_id: int, raw_block_ids: Sequence[bytes]) -> int:
         """Put Block List: assemble staged blocks in list order."""
@@ -211,6 +274,7 @@ class CacheService:
             UploadStateError: nothing was uploaded yet.
             RemoteProtocolError: ``size_bytes`` differs from the bytes received.
         """
+        annotate.note(key=key)
         scope = self._write_scope(claims)
         entry = await self.index.find_pending(
             repo=claims.repository, scope=scope, key=key, version=version
@@ -261,8 +325,16 @@ class CacheService:
         expected = end - start + 1
         part = _chunk_part(start)
         # The length is checked inside the stream, so a wrong-length body fails the write
-        # and never replaces a chunk already staged for this range.
-        await self._stage(entry, part, _exactly(chunks, expected), max_bytes=expected)
+        # and never replaces a chunk already staged for this range. The chunk is written
+        # at its offset in the object, so a commit of chunks that tile it copies nothing.
+        await self._stage(
+            entry,
+            part,
+            _exactly(chunks, expected),
+            max_bytes=expected,
+            offset=start,
+            length=expected,
+        )
 
     async def commit_chunks(self, claims: RuntimeClaims, cache_id: int, size: int) -> Entry:
         """Commit a v1 upload whose chunks must tile ``[0, size)`` exactly.
@@ -353,6 +425,7 @@ class CacheService:
             BlobNotFound: the entry's bytes are gone.
         """
         entry = await self.index.get(entry_id)
+        annotate.note_entry(entry)
         if entry is None or not entry.committed or entry.blob is None:
             raise BlobNotFound(f"entry {entry_id} does not exist")
         info = await self.store.stat(entry.blob)

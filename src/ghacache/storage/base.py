@@ -47,12 +47,28 @@ class BlobStore(Protocol):
     """Storage verbs used by the server; every method is atomic from a reader's view."""
 
     async def write_part(
-        self, upload: str, part: str, chunks: AsyncIterable[bytes], *, max_bytes: int
+        self,
+        upload: str,
+        part: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_bytes: int,
+        offset: int | None = None,
+        number: int | None = None,
+        length: int | None = None,
     ) -> int:
         """Stage one part of ``upload`` (replacing an earlier part of that name).
 
-        Returns the number of bytes written. Raises EntryTooLarge past ``max_bytes`` and
-        StorageFull when out of space; a failed write leaves no part behind.
+        Hints, all optional: ``length`` is the body's exact size when the request declares
+        it; ``offset`` where the part will sit in the assembled object when the protocol
+        says so (v1 chunks); ``number`` the part's place among equally sized parts (all but
+        the last), as the client numbered them (Azure block ids end in it). With them a
+        store may write the part into place as it arrives, so that assembling copies
+        nothing; a wrong guess only costs that copy.
+
+        Returns the number of bytes written. Raises EntryTooLarge past ``max_bytes``,
+        RemoteProtocolError if the body's size is not ``length``, and StorageFull when out
+        of space; a failed write leaves no part behind.
         """
         ...
 

@@ -75,6 +75,7 @@ from ghacache.errors import (
     BlobNotFound,
     EntryTooLarge,
     GhacacheError,
+    RemoteProtocolError,
     StorageError,
     UploadStateError,
 )
@@ -161,7 +162,15 @@ class ObjectStore:
     # -- staging ------------------------------------------------------------------------------
 
     async def write_part(
-        self, upload: str, part: str, chunks: AsyncIterable[bytes], *, max_bytes: int
+        self,
+        upload: str,
+        part: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_bytes: int,
+        offset: int | None = None,  # every part is an object of its own here
+        number: int | None = None,
+        length: int | None = None,
     ) -> int:
         what = f"staging part {part} of upload {upload}"
         path = self._part_path(upload, part)
@@ -175,9 +184,13 @@ class ObjectStore:
                 written += len(chunk)
                 if written > max_bytes:
                     raise EntryTooLarge(f"body is larger than the {max_bytes} bytes allowed")
+                if length is not None and written > length:
+                    raise RemoteProtocolError(f"body is longer than the {length} bytes declared")
                 if chunk:
                     with self._errors(what):
                         await writer.write(chunk)
+            if length is not None and written != length:
+                raise RemoteProtocolError(f"body had {written} bytes, not the {length} declared")
         except BaseException as exc:
             await self._abort(writer, path, exc)
             raise

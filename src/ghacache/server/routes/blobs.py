@@ -55,7 +55,9 @@ async def put(request: web.Request) -> web.Response:
     comp = request.query.get("comp")
     if comp == "block":
         raw_id = azblob.decode_block_id(request.query.get("blockid"))
-        size = await service.put_block(entry_id, raw_id, request.content.iter_any())
+        size = await service.put_block(
+            entry_id, raw_id, request.content.iter_any(), length=request.content_length
+        )
     elif comp == "blocklist":
         ids = azblob.parse_block_list(await request.read())
         size = await service.put_block_list(entry_id, ids)
