@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -227,6 +228,24 @@ async def test_a_restarted_store_finds_placed_parts(store: LocalStore) -> None:
     assert same_file(again, "u1", "=data", "=assembled")
     assert await again.read_assembled("u1", 3 * BLOCK) == b"".join(payloads)
     assert await LocalStore(store.root).assemble("u1", ["b0", "b1", "b2"]) == 3 * BLOCK
+
+
+@pytest.mark.parametrize("newer", ["file", "marker"])
+async def test_after_a_crash_the_newest_copy_of_a_part_wins(store: LocalStore, newer: str) -> None:
+    placed, own = data(BLOCK, seed=1), data(BLOCK - 5, seed=2)
+    await store.write_part("u1", "b0", stream([placed]), max_bytes=BLOCK, number=0, length=BLOCK)
+    # A crash between writing another copy of the part and removing the first one.
+    directory = store.root / "uploads" / "u1"
+    (directory / "b0").write_bytes(own)
+    marker = directory / f"b0@0+{BLOCK}"
+    first, second = (marker, directory / "b0") if newer == "file" else (directory / "b0", marker)
+    os.utime(first, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(second, ns=(2_000_000_000, 2_000_000_000))
+    again = LocalStore(store.root)
+    expected = own if newer == "file" else placed
+    assert await again.assemble("u1", ["b0"]) == len(expected)
+    assert await again.read_assembled("u1", BLOCK) == expected
+    assert not first.exists()
 
 
 async def test_a_write_never_lands_on_a_range_being_written(store: LocalStore) -> None:

@@ -4,21 +4,31 @@ SQL uses ``?`` placeholders and the portable subset SQLite and PostgreSQL share
 (``ON CONFLICT``, ``RETURNING``). Each backend translates placeholders and errors.
 PostgreSQL lives in ``postgres.py``.
 
-SQLite runs on two dedicated threads, each with its own connection (WAL mode), so the event
-loop never blocks on disk and no request opens a connection:
+SQLite runs on three dedicated threads, each with its own connection (WAL mode), so the
+event loop never blocks on disk and no request opens a connection:
 
-- the writer runs transactions and every statement that is not a plain ``SELECT``. An
-  ``asyncio.Lock`` keeps statements of concurrent coroutines out of each other's
-  transactions. Single statements outside a transaction that queue up while the writer is
-  busy are committed together in one transaction (group commit): each still runs alone and
-  in order, and its caller resumes only after the commit, but a burst of access-time updates
-  costs one commit instead of one each.
-- a third thread copies the write-ahead log back into the database (a passive checkpoint)
-  after ``CHECKPOINT_AFTER_WRITES`` statements or ``CHECKPOINT_INTERVAL_S``. SQLite would
-  otherwise do it inside a commit every 1,000 pages, stalling the writer, and every caller
-  waiting for it, for tens of milliseconds. The log starts afresh only when a write begins
-  after a checkpoint has caught up; should writes never pause long enough for that, the
-  writer checkpoints itself once the log passes ``CHECKPOINT_FORCE_PAGES``.
+- the writer runs transactions, every statement that is not a plain ``SELECT``, and
+  ``fetch_then_execute`` (a lookup and its access-time update). An ``asyncio.Lock`` keeps
+  statements of concurrent coroutines out of each other's transactions. Single statements
+  outside a transaction that queue up while the writer is busy run together, in order, in
+  one transaction (group commit): each caller resumes only after the commit, but a burst of
+  restores costs one hand-off to the thread and one commit instead of one each.
+- the reader runs the other ``SELECT`` statements (management listings, usage, the
+  sweep's scans), concurrently with the writer: WAL readers never wait for it, so a long
+  scan never holds up restores. Each statement sees everything committed before it
+  started, so a read issued after a write has returned sees that write. Queries arriving
+  while a batch runs go together in the next batch.
+- the third copies the write-ahead log back into the database (a passive checkpoint) after
+  ``CHECKPOINT_AFTER_WRITES`` statements or ``CHECKPOINT_INTERVAL_S``. SQLite would otherwise
+  do it inside a commit every 1,000 pages, stalling the writer, and every caller waiting for
+  it, for tens of milliseconds. The log starts afresh only when a write begins after a
+  checkpoint has caught up; should writes never pause long enough for that, the writer
+  checkpoints itself once the log passes ``CHECKPOINT_FORCE_PAGES``.
+
+Why lookups go to the writer rather than the reader: a hit's access-time update has to go
+there anyway, and one hand-off instead of two is what counts when threads share the GIL on
+two cores. The writer's page cache also stays warm, while the reader's is dropped whenever
+another connection commits.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ readers holding it open finish.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import errno
 import os
@@ -96,18 +97,22 @@ def _marker(part: str, offset: int, length: int) -> str:
 class _Placements:
     """What an upload's ``=data`` file holds: complete parts, and ranges being written.
 
-    Kept in memory (the in-flight ranges exist nowhere else) and rebuilt from the marker
-    files when a process meets an upload it has not seen (after a restart).
+    Kept in memory (ranges being written exist nowhere else) and rebuilt from the marker
+    files when a process meets an upload it has not seen (after a restart). Taken ranges
+    never overlap; they are indexed by start, so a claim costs O(log n) checks however many
+    blocks an upload has (Azure allows 50,000).
     """
 
     placed: dict[str, tuple[int, int]] = field(default_factory=dict)  # part: (offset, length)
-    writing: dict[int, tuple[int, int]] = field(default_factory=dict)  # write id: (off, len)
-    end: int = 0  # where the next part of unknown offset goes: past everything placed
+    writing: int = 0  # parts being written into =data
+    end: int = 0  # where the next part of unknown offset goes: past everything taken
     unit: int = 0  # the size of numbered parts: that of the first one seen
     sealed: bool = False  # =data is (linked as) =assembled: it takes no more writes
+    _starts: list[int] = field(default_factory=list)  # taken ranges, sorted by start
+    _lengths: dict[int, int] = field(default_factory=dict)  # their lengths, by start
 
     def claim(self, offset: int | None, number: int | None, length: int) -> int | None:
-        """Reserve ``length`` bytes for a part if they are free: at ``offset``, else at
+        """Take ``length`` bytes for a part if they are free: at ``offset``, else at
         ``number`` times the parts' size (all but the last are that long), else at the end.
         """
         if self.sealed:
@@ -117,11 +122,62 @@ class _Placements:
             if length <= self.unit:
                 offset = number * self.unit
         start = self.end if offset is None else offset
-        taken = [*self.placed.values(), *self.writing.values()]
-        if any(o < start + length and start < o + n for o, n in taken):
+        i = bisect.bisect_right(self._starts, start)
+        before = self._starts[i - 1] if i else None
+        if before is not None and before + self._lengths[before] > start:
             return None
-        self.end = max(self.end, start + length)
+        if i < len(self._starts) and self._starts[i] < start + length:
+            return None
+        self._take(start, length)
         return start
+
+    def _take(self, start: int, length: int) -> None:
+        bisect.insort(self._starts, start)
+        self._lengths[start] = length
+        self.end = max(self.end, start + length)
+
+    def release(self, start: int) -> None:
+        """Free a taken range (a write that failed, or a part's older copy)."""
+        del self._starts[bisect.bisect_left(self._starts, start)]
+        del self._lengths[start]
+
+    def place(self, part: str, at: tuple[int, int] | None) -> tuple[int, int] | None:
+        """Record where ``part`` now lives (None: in a file of its own); return its old place."""
+        old = self.placed.pop(part, None)
+        if old is not None:
+            self.release(old[0])
+        if at is not None:
+            self.placed[part] = at
+        return old
+
+    @classmethod
+    def load(cls, directory: Path) -> _Placements:
+        """Rebuild from the markers: the newest copy of each part wins, older ones go."""
+        placements = cls()
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return placements
+        newest: dict[str, tuple[int, str]] = {}  # part: (mtime, file)
+        for e in entries:
+            part = e.name.partition("@")[0]
+            if not e.name.startswith((".", "=")):
+                copy = (e.stat().st_mtime_ns, e.name)
+                if part in newest:  # a crash between writing a copy and removing the other
+                    copy, older = max(copy, newest[part]), min(copy, newest[part])
+                    (directory / older[1]).unlink(missing_ok=True)
+                newest[part] = copy
+        for part, (_, name) in newest.items():
+            offset, _, length = name.partition("@")[2].partition("+")
+            if offset.isdigit() and length.isdigit():
+                placements.placed[part] = (int(offset), int(length))
+                placements._take(int(offset), int(length))
+        data, assembled = directory / _DATA, directory / _ASSEMBLED
+        if data.exists():
+            placements.end = max(placements.end, data.stat().st_size)
+            placements.unit = max([n for _, n in placements.placed.values()], default=0)
+            placements.sealed = assembled.exists() and os.path.samefile(data, assembled)
+        return placements
 
 
 @contextlib.contextmanager
@@ -151,7 +207,6 @@ class LocalStore:
         self._uploads.mkdir(parents=True, exist_ok=True)
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._placements: dict[str, _Placements] = {}
-        self._write_ids = iter(range(1 << 62))
 
     def _upload_dir(self, upload: str) -> Path:
         return self._uploads / check_name("upload", upload)
@@ -163,29 +218,8 @@ class LocalStore:
     def _placements_of(self, upload: str) -> _Placements:
         found = self._placements.get(upload)
         if found is None:
-            found = self._placements[upload] = self._load_placements(self._upload_dir(upload))
+            found = self._placements[upload] = _Placements.load(self._upload_dir(upload))
         return found
-
-    @staticmethod
-    def _load_placements(directory: Path) -> _Placements:
-        """Rebuild what ``=data`` holds from the markers (a process meeting an upload)."""
-        placements = _Placements()
-        try:
-            names = os.listdir(directory)
-        except FileNotFoundError:
-            return placements
-        for name in names:
-            part, at, span = name.partition("@")
-            offset, _, length = span.partition("+")
-            if at and not name.startswith(".") and offset.isdigit() and length.isdigit():
-                placements.placed[part] = (int(offset), int(length))
-        data, assembled = directory / _DATA, directory / _ASSEMBLED
-        if data.exists():
-            ends = [offset + length for offset, length in placements.placed.values()]
-            placements.end = max(data.stat().st_size, *ends)
-            placements.unit = max([length for _, length in placements.placed.values()], default=0)
-            placements.sealed = assembled.exists() and os.path.samefile(data, assembled)
-        return placements
 
     async def write_part(
         self,
@@ -209,12 +243,14 @@ class LocalStore:
         if length:  # known up front: try to place it in =data, where assembly needs no copy
             start = placements.claim(offset, number, length)
             if start is not None:
-                write_id = next(self._write_ids)
-                placements.writing[write_id] = (start, length)
+                placements.writing += 1
                 try:
                     await self._write_in_place(directory, part, chunks, start, length, max_bytes)
+                except BaseException:
+                    placements.release(start)
+                    raise
                 finally:
-                    del placements.writing[write_id]
+                    placements.writing -= 1
                 with _storage_errors(what):
                     self._keep_only(directory, placements, part, (start, length))
                 return length
@@ -257,17 +293,16 @@ class LocalStore:
         directory: Path, placements: _Placements, part: str, placed: tuple[int, int] | None
     ) -> None:
         """Drop the other copy of a part just written: its file, or its earlier marker."""
-        old = placements.placed.pop(part, None)
-        if old is not None and old != placed:
+        old = placements.place(part, placed)
+        if old is not None:
             (directory / _marker(part, *old)).unlink(missing_ok=True)
         if placed is not None:
-            placements.placed[part] = placed
             (directory / part).unlink(missing_ok=True)
 
     async def assemble(self, upload: str, parts: Sequence[str]) -> int:
         directory = self._upload_dir(upload)
         names = [check_name("part", p) for p in parts]
-        placements = self._placements.get(upload) or self._load_placements(directory)
+        placements = self._placements.get(upload) or _Placements.load(directory)
         sources: list[tuple[Path, int, int | None]] = []  # (file, offset, length or all)
         for name in names:
             at = placements.placed.get(name)
