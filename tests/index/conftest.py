@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from ghacache.index import EntryIndex, open_index
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -17,3 +20,13 @@ def index_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     # Looked up lazily, so SQLite runs never need PostgreSQL.
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+async def index(index_url: str) -> AsyncIterator[EntryIndex]:
+    """The index at ``index_url``, migrated, closed after the test."""
+    idx = await open_index(index_url)
+    try:
+        yield idx
+    finally:
+        await idx.close()

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from ghacache.index import EntryIndex, open_index
+from ghacache.index import EntryIndex
 from ghacache.index.catalog import Catalog, RepoUsage
 from ghacache.protocol.eviction import EvictionReason, Usage
 from tests.index.test_entries import PR, REPO, VERSION, reserve, save
 
 OTHER = "octo/other"
-
-
-@pytest.fixture
-async def index(index_url: str) -> AsyncIterator[EntryIndex]:
-    idx = await open_index(index_url)
-    try:
-        yield idx
-    finally:
-        await idx.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +22,6 @@ VERSION = "3ad75f27293d65a135214b8c82b296080f911dc107e52f1e7ec871a2eda46e69"
 
 def url(path: Path) -> str:
     return f"sqlite:///{path}"
-
-
-@pytest.fixture
-async def index(index_url: str) -> AsyncIterator[EntryIndex]:
-    idx = await open_index(index_url)
-    try:
-        yield idx
-    finally:
-        await idx.close()
 
 
 async def reserve(

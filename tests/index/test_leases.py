@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from ghacache.index import EntryIndex, Leases, open_index
 
 JOB = "eviction"
-
-
-@pytest.fixture
-async def index(index_url: str) -> AsyncIterator[EntryIndex]:
-    idx = await open_index(index_url)
-    try:
-        yield idx
-    finally:
-        await idx.close()
 
 
 @pytest.fixture
