@@ -4,7 +4,8 @@
 that starts where the previous one ended continues it; a read elsewhere opens a new
 ``Range: bytes=<offset>-`` request. A connection that drops mid-body is reopened at the
 current offset. A 401/403 (an expired signed URL) is answered once per request by looking the
-entry up again for a fresh URL.
+entry up again for a fresh URL; a 404 (evicted or deleted since the lookup) is
+``RemoteEntryNotFound``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ghacache.client._blob import BLOB_HEADERS
 from ghacache.client._http import Http, read_capped, server_error, transport_error
 from ghacache.client._retry import Deadline, backoff_s, deadline_error, with_retries
 from ghacache.client._source import ProgressFn
-from ghacache.errors import InvalidResponse, ServerError
+from ghacache.errors import InvalidResponse, RemoteEntryNotFound, ServerError
 
 log = logging.getLogger("ghacache.client")
 
@@ -188,13 +189,19 @@ class EntryReader:
 
     async def _with_resign(self, request: Callable[[str], Awaitable[object]]) -> object:
         try:
-            return await request(self._url)
+            try:
+                return await request(self._url)
+            except ServerError as exc:
+                if exc.status not in (401, 403):
+                    raise
+                log.info("signed URL of %r refused (%s); looking it up again", self.key, exc.status)
+                self._url = await self._resign()
+                return await request(self._url)
         except ServerError as exc:
-            if exc.status not in (401, 403):
+            if exc.status != 404 or isinstance(exc, RemoteEntryNotFound):
                 raise
-            log.info("signed URL of %r refused (%s); looking it up again", self.key, exc.status)
-            self._url = await self._resign()
-            return await request(self._url)
+            # Evicted or deleted since the lookup found it: the documented "vanished" error.
+            raise RemoteEntryNotFound(str(exc), status=404, body=exc.body) from exc
 
     async def _open(self, start: int, end: int) -> aiohttp.ClientResponse:
         """A response streaming ``[start, end)``; retried, and re-signed once on 401/403."""
