@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                 # the full run (about an hour on 2 cores)
     .venv/bin/python bench/run.py --quick         # tiny sizes, one round: a smoke check
     .venv/bin/python bench/run.py --only transfer metadata
+    .venv/bin/python bench/run.py --only soak     # the 10-minute soak (never in the full run)
 
 Each benchmark runs as its own process, one after another (so they never share the cores),
 prints its detailed tables, and hands its headline figures back through ``--summary`` (see
@@ -31,6 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 # In running order: the long transfer runs first, while the machine is freshest.
 BENCHMARKS = ("transfer", "metadata", "replica_lookups", "object_storage", "buildkit_export")
+# Run only when named with --only: the soak (bench/soak.py) loads the server for 10 minutes.
+ON_REQUEST = ("soak",)
 
 
 def run_one(name: str, quick: bool, out: Path) -> tuple[dict[str, Any] | None, float]:
@@ -79,10 +82,15 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (smoke)")
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run just these")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=BENCHMARKS + ON_REQUEST,
+        help="run just these (soak runs only when named here)",
+    )
     parser.add_argument("--out", type=Path, help="where the JSON record goes")
     args = parser.parse_args()
-    chosen = [b for b in BENCHMARKS if not args.only or b in args.only]
+    chosen = [b for b in BENCHMARKS + ON_REQUEST if b in (args.only or BENCHMARKS)]
     results: list[dict[str, Any]] = []
     failed: list[str] = []
     timings: dict[str, float] = {}
