@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -109,6 +110,11 @@ async def _serve(config: ServerConfig) -> None:
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     await site.start()
     host, port = runner.addresses[0][:2]
+    # Everything built so far lives as long as the process. Freezing it keeps the garbage
+    # collector's full passes from rescanning ~50,000 objects (tens of ms) under load, which
+    # was the lookup latency tail.
+    gc.collect()
+    gc.freeze()
     print(f"ghacache listening on http://{host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
