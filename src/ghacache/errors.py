@@ -13,7 +13,8 @@ Every class carries the HTTP status it implies (``status``) and a short machine 
     │   ├── EntryTooLarge (413)   ├── Unauthenticated (401)  ├── ScopeForbidden (403)
     │   └── RateLimited (429)
     ├── StorageError (500)             BlobNotFound (404) · BlobExists (409) · StorageFull (507)
-    ├── MetadataError (500)            index/database failures
+    │                                  · StorageUnavailable (503)
+    ├── MetadataError (500)            index/database failures · MetadataFull (507)
     └── ClientError                    raised by ghacache.client
         ├── TransportError             network failure or timeout
         │   └── DeadlineExceeded       retries ran out of time (also a TimeoutError)
@@ -24,6 +25,14 @@ Every class carries the HTTP status it implies (``status``) and a short machine 
             └── RemoteRateLimited      429 and no retry left (also RateLimited)
 
 A cache miss is a return value (``None``), never an exception.
+
+Out of space is 507 Insufficient Storage (Twirp code ``resource_exhausted``) whether the blob
+store or the database ran out: not Twirp's 429 for that code, which the official client
+reports as a rate limit, and no status that clients retry (the official Twirp client retries
+500 and 502-504, the Azure SDK 500 and 503, ghacache's client any 5xx but 501, 505 and 507):
+sending the same bytes to a full disk again only wastes the job's time. An object
+store that fails or cannot be reached is 503 with ``Retry-After`` (Twirp ``unavailable``),
+which they all retry.
 """
 
 from __future__ import annotations
@@ -155,8 +164,26 @@ class StorageFull(StorageError):
     code = "resource_exhausted"
 
 
+class StorageUnavailable(StorageError):
+    """The object store failed or could not be reached; retry after ``retry_after_s``."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class MetadataError(GhacacheError):
     """The metadata index (database) failed."""
+
+
+class MetadataFull(MetadataError):
+    """The database has no space left to grow (SQLite's SQLITE_FULL)."""
+
+    status = 507
+    code = "resource_exhausted"
 
 
 class ClientError(GhacacheError):

@@ -1,7 +1,9 @@
 """SIGKILL the real server mid-upload and restart it on the same data directory.
 
 Committed entries must survive byte-exact, nothing half-written may become visible, and the
-abandoned upload's staged bytes must be removed once its reservation times out.
+abandoned upload's staged bytes must be removed once its reservation times out. These kill
+``python -m ghacache serve`` from outside; ``tests/hardening/test_crash_points.py`` kills it
+at each named crash point, on SQLite and on PostgreSQL + S3.
 """
 
 from __future__ import annotations

@@ -71,6 +71,8 @@ async def test_gcs_hands_out_no_upload_url() -> None:
         ("s3://bucket/p?allow_http=yes", r"allow_http must be true or false, got 'yes'"),
         ("s3://bucket/p?region=", r"region needs a value"),
         ("gs://bucket/p?timeout=soon", r"timeout must be a duration like 30s"),
+        ("s3://bucket/p?retry_timeout=5x", r"retry_timeout must be a duration like 30s or 500ms"),
+        ("s3://bucket/p?max_retries=-1", r"max_retries must be a whole number, got '-1'"),
         ("s3://bucket/p?region=a&region=b", r"region is given twice"),
         ("s3:///prefix", r"needs a plain bucket name"),
         ("az://acct@container/p", r"needs a plain container name"),

@@ -27,6 +27,7 @@ from ghacache.cacheconfig.oci import (
     OCI_MANIFEST,
     Descriptor,
     annotate,
+    descriptors,
     go_json,
     image_manifest,
     layer_descriptors,
@@ -55,11 +56,14 @@ def blob_path(root: Path, digest: str) -> Path:
 
 def _read_small(root: Path, digest: str) -> bytes:
     path = blob_path(root, digest)
-    if not path.is_file():
-        raise CacheConfigError(f"blob {digest} is missing from {root}")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise CacheConfigError(f"blob {digest} is larger than 1 MiB")
-    data = path.read_bytes()
+    try:
+        if not path.is_file():
+            raise CacheConfigError(f"blob {digest} is missing from {root}")
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise CacheConfigError(f"blob {digest} is larger than 1 MiB")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CacheConfigError(f"blob {digest} cannot be read: {exc}") from exc
     if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
         raise CacheConfigError(f"blob {digest} does not match its digest")
     return data
@@ -73,12 +77,16 @@ def read_layout(root: Path, tag: str = DEFAULT_TAG) -> LocalCache:
             or a layer without its diffID.
     """
     try:
-        index = json.loads((root / "index.json").read_text())
+        index = json.loads((root / "index.json").read_bytes())
     except FileNotFoundError as exc:
         raise CacheConfigError(f"{root} is not a BuildKit cache directory (no index.json)") from exc
-    except ValueError as exc:
+    except OSError as exc:
+        raise CacheConfigError(f"{root}/index.json cannot be read: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise CacheConfigError(f"{root}/index.json is not valid JSON") from exc
-    manifests = [Descriptor.from_json(d) for d in index.get("manifests") or []]
+    if not isinstance(index, dict):
+        raise CacheConfigError(f"{root}/index.json is not an OCI index (not an object)")
+    manifests = descriptors(index.get("manifests"), "index.json manifests")
     chosen = [m for m in manifests if m.annotations.get(ANN_IMAGE_NAME) == tag] or [
         m for m in manifests if m.annotations.get(ANN_REF_NAME) == tag
     ]

@@ -19,9 +19,11 @@ VERSION = "693bb7016429d80366022f036f84856888c9f13e00145f5f6f4dce303a38d6f2"
 DEFAULT_SCOPE = "buildkit"
 BLOB_PREFIX = f"buildkit-blob-{FORMAT_VERSION}-"
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Matched with fullmatch ("$" would accept a final newline) and ASCII digits only.
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _INDEX = re.compile(
-    rf"^index-(?P<scope>.*)-{FORMAT_VERSION}-(?P<h8>[0-9a-f]{{8}})(?P<sig>-sig)?(?:#(?P<n>\d*))?$"
+    rf"index-(?P<scope>.*)-{FORMAT_VERSION}-(?P<h8>[0-9a-f]{{8}})(?P<sig>-sig)?(?:#(?P<n>[0-9]{{0,30}}))?",
+    re.DOTALL,
 )
 
 
@@ -40,7 +42,7 @@ def index_base(scope: str, ref: str, *, signed: bool = False) -> str:
 
 
 def is_digest(value: str) -> bool:
-    return bool(_DIGEST.match(value))
+    return bool(_DIGEST.fullmatch(value))
 
 
 def parse_blob_key(key: str) -> str | None:
@@ -65,7 +67,7 @@ class IndexKey:
 
 def parse_index_key(key: str) -> IndexKey | None:
     """Split an index key into its parts, or None if ``key`` is not one."""
-    m = _INDEX.match(key)
+    m = _INDEX.fullmatch(key)
     if not m:
         return None
     n = m.group("n")

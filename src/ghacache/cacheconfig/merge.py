@@ -51,26 +51,44 @@ class _Graph:
 
 
 def _newer(a: str, b: str) -> str:
-    return a if timestamp(a) >= timestamp(b) else b
+    # Ties (one instant written two ways, or two unparseable times) go to the greater string,
+    # so the choice does not depend on which document came first.
+    return max(a, b, key=lambda t: (timestamp(t), t))
+
+
+def _preferred(a: LayerAnnotations | None, b: LayerAnnotations | None) -> LayerAnnotations | None:
+    """The annotations to keep for one stack: any over none, then the newest; ties broken
+    on every field so that merging is independent of argument order."""
+    if a is None or b is None:
+        return a if b is None else b
+    return max(
+        a, b, key=lambda x: (timestamp(x.created_at), x.created_at, x.media_type, x.diff_id, x.size)
+    )
+
+
+def _stacks(config: CacheConfig) -> list[Stack]:
+    """Every layer's stack, each built from its parent's (tuple copies, not Python loops)."""
+    layers = config.layers
+    stacks: list[Stack | None] = [None] * len(layers)
+    for i in range(len(layers)):
+        path = []
+        j = i
+        while j != -1 and stacks[j] is None:  # validated: no loops
+            path.append(j)
+            j = layers[j].parent
+        below: Stack = () if j == -1 else stacks[j]  # type: ignore[assignment]
+        for k in reversed(path):
+            below = stacks[k] = (*below, layers[k].blob)
+    return stacks  # type: ignore[return-value]
 
 
 def _absorb(graph: _Graph, config: CacheConfig) -> None:
-    stacks = [config.chain_of(i) for i in range(len(config.layers))]
+    stacks = _stacks(config)
     for i, stack in enumerate(stacks):
         ann = config.layers[i].annotations
-        prev = graph.annotations.get(stack)
-        if (
-            stack not in graph.annotations
-            or (prev is None and ann is not None)
-            or (
-                prev is not None
-                and ann is not None
-                and _newer(ann.created_at, prev.created_at) is ann.created_at
-            )
-        ):
-            graph.annotations[stack] = ann
-        for depth in range(1, len(stack)):  # parents exist as layers in their own right
-            graph.annotations.setdefault(stack[:depth], None)
+        graph.annotations[stack] = _preferred(graph.annotations.get(stack), ann)
+        # (A parent's stack is its own layer's, absorbed in this loop too: a valid document
+        # has no dangling parents, so prefixes need no entries of their own.)
     for rec in config.records:
         target = graph.records.setdefault(rec.digest, _Record({}, {}, []))
         for res in rec.results:
@@ -94,7 +112,15 @@ def _build(graph: _Graph) -> CacheConfig:
         used.update(rec.results)
         for chain in rec.chains:
             used.update(chain)
-    needed = {stack[:d] for stack in used for d in range(1, len(stack) + 1)}
+    needed: set[Stack] = set()
+    for stack in used:
+        # Longest prefix first: once one is known, all shorter ones are too. This keeps the
+        # work linear in the layers instead of quadratic in each stack's depth.
+        for d in range(len(stack), 0, -1):
+            prefix = stack[:d]
+            if prefix in needed:
+                break
+            needed.add(prefix)
     order = sorted(needed)  # a prefix sorts before its extensions: parents come first
     layer_index = {stack: i for i, stack in enumerate(order)}
     layers = tuple(

@@ -17,6 +17,10 @@ from ghacache.errors import RemoteProtocolError
 
 MEDIA_TYPE = "application/vnd.buildkit.cacheconfig.v0"
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, written for unset createdAt
+# Merging identifies a layer by its whole stack (every blob down to the base), so the work
+# grows with the sum of all layers' depths. Real caches stay far below this (images have
+# at most a few hundred layers); a hostile document of one deep chain would not.
+MAX_STACK_LAYERS = 1_000_000
 
 
 class CacheConfigError(RemoteProtocolError):
@@ -81,13 +85,7 @@ class CacheConfig:
         for i, layer in enumerate(self.layers):
             if not -1 <= layer.parent < n_layers:
                 raise CacheConfigError(f"layer {i} has an invalid parent index {layer.parent}")
-        for i in range(n_layers):
-            seen, j = set(), i
-            while j != -1:
-                if j in seen:
-                    raise CacheConfigError(f"layer {i} has a looping parent chain")
-                seen.add(j)
-                j = self.layers[j].parent
+        self._check_stacks()
         for r, rec in enumerate(self.records):
             for res in rec.results:
                 if not 0 <= res.layer < n_layers:
@@ -104,6 +102,33 @@ class CacheConfig:
                             f"record {r} input {k} links to missing record {alt.link}"
                         )
         return self
+
+    def _check_stacks(self) -> None:
+        """Refuse parent loops, and stacks deeper in all than ``MAX_STACK_LAYERS``.
+
+        Each layer's depth is computed once (memoised), so this is linear in the layers.
+        """
+        depth: list[int] = [0] * len(self.layers)  # 0: not known yet
+        total = 0
+        for i in range(len(self.layers)):
+            path: list[int] = []
+            on_path: set[int] = set()
+            j = i
+            while j != -1 and depth[j] == 0:
+                if j in on_path:
+                    raise CacheConfigError(f"layer {i} has a looping parent chain")
+                on_path.add(j)
+                path.append(j)
+                j = self.layers[j].parent
+            below = 0 if j == -1 else depth[j]
+            for k in reversed(path):
+                below += 1
+                depth[k] = below
+            total += depth[i]
+            if total > MAX_STACK_LAYERS:
+                raise CacheConfigError(
+                    f"layer stacks hold over {MAX_STACK_LAYERS} layers in all; not a BuildKit cache"
+                )
 
     def chain_of(self, layer: int) -> tuple[str, ...]:
         """Blob digests of a layer's stack, base first."""
@@ -128,6 +153,21 @@ def _get(obj: dict[str, Any], name: str, kind: type, default: Any) -> Any:
         raise CacheConfigError(f"field {name!r} must be an integer")
     if kind is not int and not isinstance(value, kind):
         raise CacheConfigError(f"field {name!r} must be {kind.__name__}")
+    if kind is str:
+        check_text(value, name)
+    return value
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` if it can be written back as UTF-8 (no lone surrogate, JSON's ``\\ud800``).
+
+    Raises:
+        CacheConfigError: it cannot.
+    """
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise CacheConfigError(f"{what} holds a lone surrogate, not valid Unicode") from None
     return value
 
 
@@ -157,7 +197,7 @@ def parse(data: bytes | str) -> CacheConfig:
     """
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise CacheConfigError(f"cache config is not valid JSON: {exc}") from exc
     doc = _obj(doc, "cache config")
     layers = tuple(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from ghacache.cacheconfig.model import (
     MEDIA_TYPE as CONFIG_MEDIA_TYPE,
@@ -20,6 +20,7 @@ from ghacache.cacheconfig.model import (
     CacheConfig,
     CacheConfigError,
     LayerAnnotations,
+    check_text,
 )
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -56,11 +57,30 @@ class Descriptor:
             raise CacheConfigError("descriptor must be an object")
         media, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
         ann = value.get("annotations") or {}
-        if not isinstance(media, str) or not isinstance(digest, str) or not isinstance(size, int):
-            raise CacheConfigError("descriptor needs mediaType, digest and size")
+        if not isinstance(media, str) or not isinstance(digest, str) or not _is_size(size):
+            raise CacheConfigError("descriptor needs mediaType, digest and a size of 0 or more")
         if not isinstance(ann, dict) or not all(isinstance(v, str) for v in ann.values()):
             raise CacheConfigError("descriptor annotations must map strings to strings")
+        for text in (media, digest, *ann, *ann.values()):
+            check_text(text, "descriptor")
         return cls(media_type=media, digest=digest, size=size, annotations=dict(ann))
+
+
+def _is_size(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def descriptors(value: Any, what: str) -> list[Descriptor]:
+    """A JSON list of descriptors (absent or null: none).
+
+    Raises:
+        CacheConfigError: not a list, or an item is not a descriptor.
+    """
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise CacheConfigError(f"{what} must be a list of descriptors")
+    return [Descriptor.from_json(d) for d in value]
 
 
 def go_json(value: Any) -> bytes:
@@ -82,15 +102,15 @@ def parse_manifest(data: bytes) -> tuple[Descriptor, list[Descriptor]]:
         raise CacheConfigError("cache manifest is larger than 1 MiB")
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise CacheConfigError(f"cache manifest is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise CacheConfigError("cache manifest must be an object")
     if "config" in doc:
         config = Descriptor.from_json(doc["config"])
-        layers = [Descriptor.from_json(d) for d in doc.get("layers") or []]
+        layers = descriptors(doc.get("layers"), "manifest layers")
     else:
-        entries = [Descriptor.from_json(d) for d in doc.get("manifests") or []]
+        entries = descriptors(doc.get("manifests"), "manifest list")
         configs = [d for d in entries if d.media_type == CONFIG_MEDIA_TYPE]
         if not configs:
             raise CacheConfigError("cache manifest lists no cacheconfig")

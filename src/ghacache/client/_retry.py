@@ -1,7 +1,7 @@
 """Retries: capped exponential back-off with jitter, under one deadline per request.
 
 What is retried: 429 (waiting what ``Retry-After`` asks, in seconds or as an HTTP date), 5xx
-other than 501/505, and transport failures (refused, reset, dropped mid-body, idle socket).
+other than 501/505/507, and transport failures (refused, reset, dropped mid-body, idle socket).
 Everything else fails at once. The state lives in each call: a throttled request waits on its
 own, so one throttled client never stalls another (go-actions-cache's process-global back-off
 pool stalls every build in the daemon).
@@ -33,7 +33,9 @@ log = logging.getLogger("ghacache.client")
 
 T = TypeVar("T")
 
-_NOT_RETRIED_5XX = frozenset({501, 505})
+# Not implemented, HTTP version not supported, and 507 Insufficient Storage: the server's
+# disk is full, and sending the same bytes again at once cannot help.
+_NOT_RETRIED_5XX = frozenset({501, 505, 507})
 
 
 class Deadline:

@@ -220,6 +220,18 @@ class Catalog:
         )
         return {str(r[0])[len("buildkit-blob-1-") :] for r in rows}
 
+    async def removed_since(
+        self, key_prefix: str, version: str, since: float
+    ) -> list[tuple[str, str]]:
+        """(repo, key) of the recorded removals since ``since`` of keys under ``key_prefix``."""
+        condition, bounds = key_prefix_condition(key_prefix)
+        rows = await self.db.fetch_all(
+            f"SELECT DISTINCT repo, key FROM evictions WHERE evicted_at >= ? AND version = ? "
+            f"AND {condition}",
+            [since, version, *bounds],
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     async def newest_buildkit_indexes(self, repo: str, version: str) -> list[Entry]:
         """The newest committed entry of every ``index-…#N`` family (per scope) of ``repo``."""
         condition, bounds = key_prefix_condition("index-")

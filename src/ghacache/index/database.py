@@ -45,7 +45,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ghacache.errors import MetadataError
+from ghacache.errors import MetadataError, MetadataFull
 
 log = logging.getLogger("ghacache.index")
 
@@ -93,7 +93,7 @@ class Database(Executor, Protocol):
         One unit of work where the backend can make it one (SQLite: a single hand-off to the
         writer, inside its group commit); else two statements, and another writer may come
         between them. ``then`` must be quick and pure: it may run on a database thread, and
-        more than once.
+        more than once. On SQLite, a follow-up the disk has no room for is skipped.
         """
         ...
 
@@ -105,9 +105,23 @@ def _is_read(sql: str) -> bool:
     return sql.lstrip()[:6].upper() == "SELECT"
 
 
+def _primary_code(exc: sqlite3.Error) -> int:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF  # extended codes keep it in the low byte
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return _primary_code(exc) == sqlite3.SQLITE_FULL
+
+
+def _metadata_error(exc: sqlite3.Error) -> MetadataError:
+    if _is_full(exc):
+        return MetadataFull(f"no space left for the index database ({exc})")
+    return MetadataError(f"database error: {exc}")
+
+
 def _translated(exc: BaseException) -> BaseException:
     if isinstance(exc, sqlite3.Error):
-        return MetadataError(f"database error: {exc}")
+        return _metadata_error(exc)
     return exc
 
 
@@ -266,7 +280,7 @@ class SqliteDatabase:
             )
         except sqlite3.Error as exc:
             await db.close()
-            raise MetadataError(f"database error: {exc}") from exc
+            raise _metadata_error(exc) from exc
         except BaseException:
             await db.close()
             raise
@@ -303,13 +317,13 @@ class SqliteDatabase:
         try:
             return await loop.run_in_executor(self._pool, fn)
         except sqlite3.Error as exc:
-            raise MetadataError(f"database error: {exc}") from exc
+            raise _metadata_error(exc) from exc
 
     async def _call_reader(self, fn: Callable[[], T]) -> T:
         try:
             return await self._reader.call(fn)
         except sqlite3.Error as exc:
-            raise MetadataError(f"database error: {exc}") from exc
+            raise _metadata_error(exc) from exc
 
     def _cur(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -345,7 +359,14 @@ class SqliteDatabase:
             rows = conn.execute(sql, args).fetchall()
             followup = then(rows)
             if followup is not None:
-                conn.execute(followup[0], tuple(followup[1]))
+                try:
+                    conn.execute(followup[0], tuple(followup[1]))
+                except sqlite3.Error as exc:
+                    # A full disk must not stop reads: the rows stand without the follow-up
+                    # (a lookup without its access-time update).
+                    if not _is_full(exc):
+                        raise
+                    log.warning("skipped a follow-up write to %s: %s", self.path, exc)
             return rows
 
         rows: list[Row] = await self._write(work)

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ghacache.crashpoints import crash_point
 from ghacache.errors import EntryExists, MetadataError
 from ghacache.index.database import Database, Followup, Row
 from ghacache.protocol.keys import Candidate, pick, prefix_upper_bound
@@ -216,6 +217,16 @@ class EntryIndex:
             )
             return True
 
+    async def part_totals(self, entry_id: int, name: str) -> tuple[int, int, int | None]:
+        """(staged parts, their total bytes, the size of part ``name`` if staged)."""
+        row = await self.db.fetch_one(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(CASE WHEN name = ? THEN size END) "
+            "FROM parts WHERE entry_id = ?",
+            (name, entry_id),
+        )
+        assert row is not None  # an aggregate always has a row
+        return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])
+
     async def parts(self, entry_id: int) -> dict[str, int]:
         rows = await self.db.fetch_all(
             "SELECT name, size FROM parts WHERE entry_id = ? ORDER BY name", (entry_id,)
@@ -240,6 +251,7 @@ class EntryIndex:
             )
             if row is None:
                 return None
+            crash_point("commit.in_transaction")
             await tx.execute("DELETE FROM parts WHERE entry_id = ?", (entry_id,))
             return _entry(row)
 

@@ -22,7 +22,8 @@ MAX_BLOCKS = 50_000
 MAX_BLOCK_LIST_BYTES = 8 * 1024 * 1024
 API_VERSION = "2025-01-05"
 
-_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+# ASCII digits only: \d would also take other scripts' digits, which int() reads.
+_RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
 
 
 def decode_block_id(block_id: str | None) -> bytes:
@@ -64,7 +65,8 @@ def parse_block_list(body: bytes) -> list[bytes]:
     try:
         # A Put Block List body never has a DTD; refuse any, not only entity declarations.
         root = SafeET.fromstring(body, forbid_dtd=True)
-    except (SafeET.ParseError, DefusedXmlException, ValueError) as exc:
+    except (SafeET.ParseError, DefusedXmlException, ValueError, LookupError) as exc:
+        # LookupError: an XML declaration naming an encoding Python does not know.
         raise RemoteProtocolError(f"block list is not acceptable XML: {exc}") from exc
     if root.tag != "BlockList":
         raise RemoteProtocolError(f"block list root element is {root.tag!r}, not 'BlockList'")
@@ -98,7 +100,7 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     """
     if value is None or not value.strip():
         return None
-    m = _RANGE.match(value.strip())
+    m = _RANGE.fullmatch(value.strip())
     if not m or (not m.group(1) and not m.group(2)):
         raise RemoteProtocolError(f"unsupported range {value!r}; expected bytes=a-b")
     first, last = m.group(1), m.group(2)
@@ -125,6 +127,9 @@ def error_xml(code: str, message: str) -> bytes:
 
 
 # Azure's error codes by HTTP status, for the x-ms-error-code header and XML body.
+# Azure never answers 507 and has no code for a full store; the SDKs take any code string
+# and decide retries by status alone, so 507 carries the status's own name. (Azure's
+# InsufficientAccountPermissions is a 403 about permissions: it would point at credentials.)
 ERROR_CODES: dict[int, str] = {
     400: "InvalidInput",
     401: "NoAuthenticationInformation",
@@ -138,5 +143,5 @@ ERROR_CODES: dict[int, str] = {
     429: "ServerBusy",
     500: "InternalError",
     503: "ServerBusy",
-    507: "InsufficientAccountPermissions",
+    507: "InsufficientStorage",
 }

@@ -18,17 +18,30 @@ MAX_KEYS = 10
 MAX_VERSION_CHARS = 512
 
 
+def _is_unicode(text: str) -> bool:
+    """False if ``text`` holds a lone surrogate (JSON's ``\\ud800``), which no database
+    column or UTF-8 encoder accepts."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_key(key: str) -> str:
     """Return ``key`` if GitHub would accept it.
 
     Raises:
-        RemoteProtocolError: empty, longer than 512 characters, or containing a comma or NUL.
+        RemoteProtocolError: empty, longer than 512 characters, or containing a comma, NUL
+            or a lone surrogate.
     """
     if not key:
         raise RemoteProtocolError("cache key must not be empty")
     if "\x00" in key:
         # PostgreSQL text cannot hold NUL; refuse it everywhere so backends agree.
         raise RemoteProtocolError("cache key must not contain NUL characters")
+    if not _is_unicode(key):
+        raise RemoteProtocolError("cache key must be valid Unicode (it has a lone surrogate)")
     if len(key) > MAX_KEY_CHARS:
         raise RemoteProtocolError(
             f"cache key is {len(key)} characters; the limit is {MAX_KEY_CHARS}"
@@ -55,12 +68,14 @@ def validate_version(version: str) -> str:
     """Return ``version`` if it is a plausible cache version string.
 
     Raises:
-        RemoteProtocolError: empty, over 512 characters, or containing NUL.
+        RemoteProtocolError: empty, over 512 characters, or containing NUL or a lone surrogate.
     """
     if not version:
         raise RemoteProtocolError("cache version must not be empty")
     if "\x00" in version:
         raise RemoteProtocolError("cache version must not contain NUL characters")
+    if not _is_unicode(version):
+        raise RemoteProtocolError("cache version must be valid Unicode (it has a lone surrogate)")
     if len(version) > MAX_VERSION_CHARS:
         raise RemoteProtocolError(f"cache version is longer than {MAX_VERSION_CHARS} characters")
     return version
@@ -89,7 +104,8 @@ def parse_entry_id(raw: str) -> int | None:
 
     ``str.isdigit`` alone would accept e.g. "²", which ``int`` rejects.
     """
-    if not (raw.isascii() and raw.isdigit()):
+    # At most 19 digits: int() refuses thousands of them (a ValueError), and no int64 has more.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         return None
     value = int(raw)
     return value if 0 < value <= MAX_ENTRY_ID else None

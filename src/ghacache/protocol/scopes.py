@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -62,6 +63,18 @@ class RuntimeClaims:
         return None
 
 
+def _storable(text: str) -> bool:
+    """Whether a database text column takes ``text``: PostgreSQL refuses NUL, and no UTF-8
+    encoder takes a lone surrogate (JSON's ``\\ud800``)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def encode_ac(scopes: tuple[Scope, ...]) -> str:
     """Encode scopes as GitHub's ``ac`` claim (a JSON string)."""
     return json.dumps(
@@ -80,7 +93,7 @@ def parse_ac(value: object) -> tuple[Scope, ...]:
         raise Unauthenticated("token claim 'ac' must be a JSON string")
     try:
         items = json.loads(value)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise Unauthenticated("token claim 'ac' is not valid JSON") from exc
     if not isinstance(items, list):
         raise Unauthenticated("token claim 'ac' must encode a list")
@@ -95,6 +108,8 @@ def parse_ac(value: object) -> tuple[Scope, ...]:
             )
         if perm < 0 or perm > 3:
             raise Unauthenticated(f"token claim 'ac' has an unknown Permission {perm}")
+        if not _storable(ref):
+            raise Unauthenticated("token claim 'ac' has a Scope with NUL or a lone surrogate")
         scopes.append(Scope(ref=ref, permission=Permission(perm)))
     return tuple(scopes)
 
@@ -107,7 +122,13 @@ def _number(claims: Mapping[str, object], name: str, *, required: bool) -> float
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Unauthenticated(f"token claim '{name}' must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
+    if not math.isfinite(number):  # JSON allows NaN and Infinity: a token that never expires
+        raise Unauthenticated(f"token claim '{name}' must be a finite number")
+    return number
 
 
 def repository_of(claims: Mapping[str, object]) -> str:
@@ -118,9 +139,16 @@ def repository_of(claims: Mapping[str, object]) -> str:
     """
     repo = claims.get("repository")
     if isinstance(repo, str) and repo:
+        if not _storable(repo):
+            raise Unauthenticated("token claim 'repository' holds NUL or a lone surrogate")
         return repo
     repo_id = claims.get("repository_id")
-    if isinstance(repo_id, str | int) and not isinstance(repo_id, bool) and str(repo_id):
+    if (
+        isinstance(repo_id, str | int)
+        and not isinstance(repo_id, bool)
+        and str(repo_id)
+        and _storable(str(repo_id))
+    ):
         return f"id:{repo_id}"
     raise Unauthenticated("token names no repository ('repository' or 'repository_id' claim)")
 

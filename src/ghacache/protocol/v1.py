@@ -17,7 +17,8 @@ from ghacache.protocol.keys import validate_key, validate_keys, validate_version
 API_SEGMENT = "_apis/artifactcache"
 ALREADY_EXISTS_TYPE_KEY = "ArtifactCacheItemAlreadyExistsException"
 
-_CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\*|\d{1,19})$")
+# ASCII digits only: \d would also take other scripts' digits, which int() reads.
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/(\*|[0-9]{1,19})")
 
 
 def decode_json(body: bytes) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
     """
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise RemoteProtocolError(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise RemoteProtocolError("request body must be a JSON object")
@@ -112,7 +113,7 @@ def parse_content_range(value: str | None) -> tuple[int, int]:
     """
     if not value:
         raise RemoteProtocolError("Content-Range header is required, e.g. 'bytes 0-1023/*'")
-    m = _CONTENT_RANGE.match(value.strip())
+    m = _CONTENT_RANGE.fullmatch(value.strip())
     if not m:
         raise RemoteProtocolError(f"malformed Content-Range {value!r}; expected 'bytes a-b/*'")
     start, end = int(m.group(1)), int(m.group(2))

@@ -45,6 +45,7 @@ TWIRP_STATUS: dict[str, int] = {
 # proto3 JSON int64 as a string: an optional minus sign and ASCII digits only
 # (str.isdigit() also accepts '²' and other digits that int() refuses or protobuf rejects).
 _INT64_STRING = re.compile(r"-?[0-9]+")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class MalformedRequest(RemoteProtocolError):
@@ -61,7 +62,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
     """
     try:
         data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise MalformedRequest("request body must be a JSON object")
@@ -79,11 +80,13 @@ def _int64(data: dict[str, Any], name: str) -> int:
     value = data.get(name, 0)
     if isinstance(value, bool):
         raise RemoteProtocolError(f"field '{name}' must be an int64")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and _INT64_STRING.fullmatch(value):
-        return int(value)
-    raise RemoteProtocolError(f"field '{name}' must be an int64 (number or decimal string)")
+    if isinstance(value, str) and _INT64_STRING.fullmatch(value) and len(value) <= 64:
+        value = int(value)
+    if not isinstance(value, int):
+        raise RemoteProtocolError(f"field '{name}' must be an int64 (number or decimal string)")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise RemoteProtocolError(f"field '{name}' is out of the int64 range")
+    return value
 
 
 def _key(data: dict[str, Any]) -> str:

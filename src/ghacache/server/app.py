@@ -126,6 +126,7 @@ async def create_app(
         orphan_grace_s=config.orphan_grace,
         now=now,
         on_removed=buildkit.after_removal if config.buildkit_merge else None,
+        redo_removed=buildkit.repair_since if config.buildkit_merge else None,
         lease_ttl_s=config.job_lease,
         metrics=obs.metrics,
     )

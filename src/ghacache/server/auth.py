@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 from collections import OrderedDict
@@ -168,7 +169,7 @@ class SecretAuthenticator:
     async def _verify(self, token: str) -> RuntimeClaims:
         try:
             payload = jwt.decode(token, self._key, algorithms=["HS256"], options=_JWT_OPTIONS)
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError) as exc:  # ValueError: non-UTF-8 text
             raise _decode_error(exc) from exc
         return claims_from_payload(payload, now=self._now())
 
@@ -182,7 +183,7 @@ class UnverifiedAuthenticator:
     async def authenticate(self, token: str) -> RuntimeClaims:
         try:
             payload = jwt.decode(token, options={"verify_signature": False, **_JWT_OPTIONS})
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError) as exc:  # ValueError: non-UTF-8 text
             raise _decode_error(exc) from exc
         return claims_from_payload(payload, now=self._now())
 
@@ -242,7 +243,7 @@ class GithubAuthenticator:
                 audience=self._audience,
                 options=options,
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError) as exc:  # ValueError: non-UTF-8 text
             raise _decode_error(exc) from exc
         return claims_from_payload(payload, now=self._now())
 
@@ -263,6 +264,17 @@ def mint_admin_token(secret: bytes, *, ttl_s: float, now: float) -> str:
     return jwt.encode(payload, derive_key(secret, "admin"), algorithm="HS256")
 
 
+def _finite(value: object) -> float | None:
+    """A time claim as a float; None for anything else (a bool, a string, NaN, Infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
+
+
 class AdminAuthenticator:
     """Checks management-API tokens; tells a valid cache token (403) from garbage (401)."""
 
@@ -278,7 +290,7 @@ class AdminAuthenticator:
         token = bearer_token(header)
         try:
             payload = jwt.decode(token, self._key, algorithms=["HS256"], options=_JWT_OPTIONS)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError):
             try:
                 await self._cache_tokens.authenticate(token)
             except Unauthenticated:
@@ -289,9 +301,8 @@ class AdminAuthenticator:
             ) from None
         if payload.get(ADMIN_CLAIM) is not True:
             raise ScopeForbidden("token is not an admin token")
-        exp = payload.get("exp")
-        if not isinstance(exp, int | float) or self._now() >= exp:
-            raise Unauthenticated("admin token has expired")
-        nbf = payload.get("nbf")
-        if isinstance(nbf, int | float) and self._now() < nbf:
-            raise Unauthenticated("admin token is not valid yet")
+        exp, nbf = _finite(payload.get("exp")), _finite(payload.get("nbf"))
+        if exp is None or self._now() >= exp:
+            raise Unauthenticated("admin token has expired or has no finite 'exp'")
+        if "nbf" in payload and (nbf is None or self._now() < nbf):
+            raise Unauthenticated("admin token is not valid yet ('nbf')")

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from ghacache.cacheconfig import keys as bk
 from ghacache.cacheconfig.merge import bound, gc, merge
 from ghacache.cacheconfig.model import CacheConfig, CacheConfigError, dumps, parse
+from ghacache.crashpoints import crash_point
 from ghacache.index import Entry, EntryIndex
 from ghacache.index.catalog import Catalog
 from ghacache.storage import BlobStore
@@ -99,7 +100,9 @@ class BuildkitIndexes:
         if data == raw:
             return None
         self.merges += 1
-        return await self.store.replace_assembled(entry.upload, data)
+        size = await self.store.replace_assembled(entry.upload, data)
+        crash_point("buildkit.merge.after_rewrite")
+        return size
 
     async def _repair(
         self, repo: str, config: CacheConfig, gone: set[str] | None = None
@@ -138,12 +141,37 @@ class BuildkitIndexes:
                 by_repo.setdefault(e.repo, set()).add(digest)
         rewritten = 0
         for repo, gone in by_repo.items():
-            for entry in await self.catalog.newest_buildkit_indexes(repo, bk.VERSION):
-                config = await self._read(entry)
-                if config is None or not (config.blobs() & gone):
-                    continue
-                if await self._rewrite(entry, await self._repair(repo, config, gone)):
-                    rewritten += 1
+            rewritten += await self._repair_repo(repo, gone)
+        return rewritten
+
+    async def repair_since(self, since: float) -> int:
+        """Redo ``after_removal`` for the blob entries removed since ``since``.
+
+        ``after_removal`` runs after the removal commits, so a crash in between leaves
+        indexes naming blobs that are gone; the sweep calls this to finish that work. A
+        blob saved again since its removal is no longer gone.
+        """
+        removed: dict[str, set[str]] = {}
+        for repo, key in await self.catalog.removed_since(bk.BLOB_PREFIX, bk.VERSION, since):
+            digest = bk.parse_blob_key(key)
+            if digest is not None:
+                removed.setdefault(repo, set()).add(digest)
+        rewritten = 0
+        for repo, digests in removed.items():
+            gone = digests - await self.catalog.buildkit_blobs(repo, bk.VERSION)
+            if gone:
+                rewritten += await self._repair_repo(repo, gone)
+        return rewritten
+
+    async def _repair_repo(self, repo: str, gone: set[str]) -> int:
+        """Rewrite the newest index of every family in ``repo`` that uses a ``gone`` blob."""
+        rewritten = 0
+        for entry in await self.catalog.newest_buildkit_indexes(repo, bk.VERSION):
+            config = await self._read(entry)
+            if config is None or not (config.blobs() & gone):
+                continue
+            if await self._rewrite(entry, await self._repair(repo, config, gone)):
+                rewritten += 1
         return rewritten
 
     async def _rewrite(self, entry: Entry, config: CacheConfig) -> bool:
@@ -158,6 +186,7 @@ class BuildkitIndexes:
             await self.store.write_part(upload, "blob", body(), max_bytes=len(data))
             await self.store.assemble(upload, ["blob"])
             await self.store.publish(upload, blob)
+            crash_point("buildkit.gc.after_publish")
         finally:
             await self.store.discard(upload)
         assert entry.blob is not None
@@ -166,6 +195,7 @@ class BuildkitIndexes:
         ):
             await self.store.delete(blob)  # the entry changed or went meanwhile
             return False
+        crash_point("buildkit.gc.after_replace")
         await self.store.delete(entry.blob)
         log.info("rewrote index %s without records of evicted blobs", entry.key)
         return True

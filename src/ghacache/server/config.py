@@ -95,6 +95,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("max_entry_size", "10GiB", "Largest entry accepted.", "size"),
     Setting(
+        "body_read_timeout",
+        "60s",
+        "A request body that sends nothing for this long is cut off (408) and the connection "
+        "closed, so slow-drip clients cannot hold uploads open.",
+        "duration",
+    ),
+    Setting(
         "repo_quota_bytes",
         "10GiB",
         "Per-repository quota; over it, least recently accessed entries are evicted.",
@@ -244,6 +251,7 @@ class ServerConfig:
     url_ttl: float = 3600.0
     reservation_timeout: float = 3600.0
     max_entry_size: int = 10 * 1024**3
+    body_read_timeout: float = 60.0
     repo_quota_bytes: int = 10 * 1024**3
     idle_expiry: float = 7 * 86400.0
     repo_overrides: str = ""
@@ -299,8 +307,10 @@ class ServerConfig:
                 kwargs[name] = _convert(setting, raw)
             except ValueError as exc:
                 raise ValueError(f"{setting.flag} / {setting.env}: {exc}") from exc
-        if not float(kwargs["job_lease"]) > 0:  # type: ignore[arg-type]
-            raise ValueError("--job-lease / GHACACHE_JOB_LEASE: must be longer than 0s")
+        for positive in ("job_lease", "body_read_timeout"):
+            if not float(kwargs[positive]) > 0:  # type: ignore[arg-type]
+                setting = by_name[positive]
+                raise ValueError(f"{setting.flag} / {setting.env}: must be longer than 0s")
         config = cls(**{k: v for k, v in kwargs.items() if k in known})  # type: ignore[arg-type]
         try:
             config.repo_policies()

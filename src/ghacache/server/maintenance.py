@@ -4,7 +4,8 @@ Eviction runs for one repository right after each commit and for all repositorie
 timer. Rows are deleted (and recorded) before blobs, so nothing is ever served without its
 bytes; a blob left behind by a crash in between is an orphan that ``reconcile`` removes once
 it is older than the grace period. Blobs are unlinked, so a download already streaming one
-finishes intact.
+finishes intact. Work that follows a removal (repairing BuildKit indexes) is redone at every
+sweep for the removals recorded since the previous one, as a crash may have cut it short.
 
 Replicas share the database, so each job holds a database lease while it runs: ``sweep``
 for the whole timer pass and ``evict:<repo>`` for one repository. A replica that finds a
@@ -23,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from ghacache.crashpoints import crash_point
 from ghacache.index import Entry, EntryIndex, Leases
 from ghacache.index.catalog import Catalog
 from ghacache.protocol.eviction import EvictionReason, Policy, plan
@@ -78,6 +80,7 @@ class Maintainer:
         orphan_grace_s: float,
         now: Callable[[], float],
         on_removed: Callable[[list[Entry]], Awaitable[object]] | None = None,
+        redo_removed: Callable[[float], Awaitable[object]] | None = None,
         replica: str | None = None,
         lease_ttl_s: float = 300.0,
         metrics: Metrics | None = None,
@@ -90,6 +93,10 @@ class Maintainer:
         self.now = now
         # Called with every batch of removed entries (BuildKit index repair).
         self.on_removed = on_removed
+        # Redoes that work for the removals recorded since a time, at every sweep: it runs
+        # after a removal commits, so a crash in between would skip it for good.
+        self.redo_removed = redo_removed
+        self._swept_at: float | None = None  # when this process's last sweep started
         self.replica = replica or replica_id()
         self.leases = Leases(index.db)
         self.lease_ttl_s = lease_ttl_s
@@ -149,10 +156,28 @@ class Maintainer:
                 log.debug("sweep skipped: another replica holds the lease")
                 return False
             log.debug("sweep started on %s", self.replica)
+            started = self.now()
             await self.evict()
             await self.reconcile()
+            await self._redo_removed()
+            self._swept_at = started
             log.debug("sweep finished on %s", self.replica)
             return True
+
+    async def _redo_removed(self) -> None:
+        """Finish post-removal work a crash may have cut short (on any replica).
+
+        Covers the removals since this process's previous sweep, less a lease lifetime
+        (another replica may have removed them while it held the lease), or all of them at
+        its first sweep.
+        """
+        if self.redo_removed is None:
+            return
+        since = 0.0 if self._swept_at is None else self._swept_at - self.lease_ttl_s
+        try:
+            await self.redo_removed(since)
+        except Exception:
+            log.exception("redoing post-removal work failed")
 
     async def evict(self, repo: str | None = None) -> list[Entry]:
         """Apply quota and idle expiry to one repository (or all); return what was removed.
@@ -210,7 +235,11 @@ class Maintainer:
             self.metrics.evicted(reason, gone)
 
     async def _delete_blobs(self, entries: list[Entry]) -> None:
+        if entries:
+            crash_point("evict.after_index_delete")
         await self.store.delete_many([e.blob for e in entries if e.blob is not None])
+        if entries:
+            crash_point("evict.after_blob_delete")
         if entries and self.on_removed is not None:
             try:
                 await self.on_removed(entries)
@@ -235,9 +264,12 @@ class Maintainer:
                 info = await self.store.stat(name)
                 if info is not None and info.modified_at < cutoff:
                     await self.store.delete(name)
+                    crash_point("reconcile.after_blob_delete")
                     orphan_blobs += 1
             missing = [entry_id for entry_id, blob in committed.items() if blob not in blobs]
             gone = await self.catalog.remove(missing, EvictionReason.MISSING, now=self.now())
+            if gone:
+                crash_point("reconcile.after_missing_removed")
             self._count(EvictionReason.MISSING, gone)
             orphan_uploads = 0
             for upload in await self.store.list_uploads():
@@ -246,6 +278,7 @@ class Maintainer:
                 age = await self.store.upload_modified_at(upload)
                 if age is not None and age < cutoff:
                     await self.store.discard(upload)
+                    crash_point("reconcile.after_upload_discard")
                     orphan_uploads += 1
             report = ReconcileReport(
                 orphan_blobs=orphan_blobs, orphan_uploads=orphan_uploads, missing_entries=len(gone)

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
+from ghacache.crashpoints import crash_point
 from ghacache.errors import (
     BlobNotFound,
     EntryNotFound,
@@ -36,6 +37,7 @@ log = logging.getLogger("ghacache.service")
 
 SINGLE_PART = "blob"
 MAX_BLOCK_BYTES = 4000 * 1024 * 1024  # Azure's Put Block limit
+MAX_STAGED_BLOCKS = 100_000  # Azure's limit of uncommitted blocks per blob
 
 
 def _block_number(raw_block_id: bytes) -> int | None:
@@ -166,6 +168,7 @@ class CacheService:
             now=now,
             stale_before=now - self.limits.reservation_timeout_s,
         )
+        crash_point("reserve.after_commit")
         if replaced is not None:
             log.info("replaced abandoned reservation %s of key %r", replaced.id, key)
             await self.store.discard(replaced.upload)
@@ -210,15 +213,21 @@ class CacheService:
             number=number,
             length=length,
         )
+        crash_point("stage.after_write")
         if not await self.index.add_part(entry.id, part, size, self.now()):
             raise EntryNotFound(f"upload for entry {entry.id} was abandoned or committed")
+        crash_point("stage.after_record")
         return size
 
     # -- v2 uploads (Azure Block Blob subset behind the signed URL) ---------------------------
 
-    async def put_blob(self, entry_id: int, chunks: AsyncIterable[bytes]) -> int:
-        """Put Blob: the whole body in one request."""
+    async def put_blob(
+        self, entry_id: int, chunks: AsyncIterable[bytes], *, length: int | None = None
+    ) -> int:
+        """Put Blob: the whole body in one request (``length``: its declared size, if any)."""
         entry = await self._pending(entry_id)
+        if length is not None and length > self.limits.max_entry_bytes:  # refuse before reading
+            raise EntryTooLarge(f"blob of {length} bytes exceeds the entry size limit")
         await self._stage(entry, SINGLE_PART, chunks, max_bytes=self.limits.max_entry_bytes)
         return await self._assemble(entry, [SINGLE_PART])
 
@@ -236,8 +245,14 @@ class CacheService:
         block id ends in, the store can write the block straight into its place.
         """
         entry = await self._pending(entry_id)
-        max_bytes = min(MAX_BLOCK_BYTES, self.limits.max_entry_bytes)
         name = block_part_name(raw_block_id)
+        # Staged blocks count against the entry size and Azure's block count as they arrive,
+        # not only at Put Block List: an upload cannot fill the disk with blocks it never lists.
+        count, staged, replaced = await self.index.part_totals(entry.id, name)
+        if replaced is None and count >= MAX_STAGED_BLOCKS:
+            raise RemoteProtocolError(f"upload already has {count} staged blocks, the most allowed")
+        room = self.limits.max_entry_bytes - (staged - (replaced or 0))
+        max_bytes = max(0, min(MAX_BLOCK_BYTES, room))
         number = _block_number(raw_block_id)
         return await self._stage(
             entry, name, chunks, max_bytes=max_bytes, number=number, length=length
@@ -260,8 +275,10 @@ class CacheService:
 
     async def _assemble(self, entry: Entry, names: Sequence[str]) -> int:
         size = await self._assemble_parts(entry, names)
+        crash_point("assemble.after_store")
         if not await self.index.mark_uploaded(entry.id, size, self.now()):
             raise EntryNotFound(f"upload for entry {entry.id} was abandoned or committed")
+        crash_point("assemble.after_mark")
         return size
 
     async def finalize(
@@ -322,6 +339,9 @@ class CacheService:
         entry = await self._pending_for(claims, cache_id)
         if end >= self.limits.max_entry_bytes:
             raise EntryTooLarge(f"chunk ends beyond the {self.limits.max_entry_bytes}-byte limit")
+        if entry.declared_size is not None and end >= entry.declared_size:
+            # The reservation passed the size limit with this size: hold the upload to it.
+            raise EntryTooLarge(f"chunk ends beyond the {entry.declared_size} bytes reserved")
         expected = end - start + 1
         part = _chunk_part(start)
         # The length is checked inside the stream, so a wrong-length body fails the write
@@ -367,6 +387,7 @@ class CacheService:
             names = [SINGLE_PART]
             await self._stage(entry, SINGLE_PART, _empty(), max_bytes=0)
         assembled = await self._assemble_parts(entry, names)
+        crash_point("v1.commit.after_assemble")
         return await self._publish(entry, assembled)
 
     async def _assemble_parts(self, entry: Entry, names: Sequence[str]) -> int:
@@ -404,11 +425,13 @@ class CacheService:
         except (StorageError, UploadStateError) as exc:
             await self._raise_if_lost(entry, exc)
             raise
+        crash_point("finalize.after_publish")
         committed = await self.index.commit(entry.id, size=size, blob=blob, now=self.now())
         if committed is None:  # a concurrent finalize won, or the reservation expired
             await self.store.delete(blob)
             await self._raise_if_lost(entry)
             raise UploadStateError(f"upload for entry {entry.id} was committed or abandoned")
+        crash_point("finalize.after_commit")
         await self.store.discard(entry.upload)
         if self.on_commit is not None:
             try:
@@ -441,6 +464,7 @@ class CacheService:
         expired = 0
         for entry in await self.index.stale_reservations(before):
             if await self.index.delete_pending(entry.id, before):
+                crash_point("expire.after_index_delete")
                 await self.store.discard(entry.upload)
                 expired += 1
         if expired:

@@ -141,6 +141,10 @@ class _Placements:
         del self._starts[bisect.bisect_left(self._starts, start)]
         del self._lengths[start]
 
+    def taken_end(self) -> int:
+        """Where the last taken range ends (ranges never overlap: the last start's does)."""
+        return self._starts[-1] + self._lengths[self._starts[-1]] if self._starts else 0
+
     def place(self, part: str, at: tuple[int, int] | None) -> tuple[int, int] | None:
         """Record where ``part`` now lives (None: in a file of its own); return its old place."""
         old = self.placed.pop(part, None)
@@ -186,6 +190,21 @@ def _storage_errors(what: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise _os_error(exc, what) from exc
+
+
+def _give_back(data: Path, placements: _Placements) -> None:
+    """Cut ``=data`` after the last range still taken, after a write into it failed.
+
+    The failed part's bytes belong to nobody; when they are at the end (as they are when a
+    disk fills up mid-write) they are freed now, not when the upload expires, so a 507
+    leaves the disk as full as it was before the request. Ranges still taken (parts, and
+    writes in flight) all end at or before the cut.
+    """
+    end = placements.taken_end()
+    with contextlib.suppress(OSError):  # best effort: the upload may be gone already
+        if data.stat().st_size > end:
+            os.truncate(data, end)
+            placements.end = end
 
 
 def _fsync_dir(path: Path) -> None:
@@ -248,6 +267,7 @@ class LocalStore:
                     await self._write_in_place(directory, part, chunks, start, length, max_bytes)
                 except BaseException:
                     placements.release(start)
+                    _give_back(directory / _DATA, placements)
                     raise
                 finally:
                     placements.writing -= 1

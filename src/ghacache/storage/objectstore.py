@@ -32,6 +32,8 @@ option                         schemes   meaning
 allow_http                     all       ``true`` to allow plain http (emulators)
 timeout                        all       request timeout, e.g. ``30s``
 connect_timeout                all       connection timeout, e.g. ``5s``
+max_retries                    all       retries of a failed request (obstore's 10)
+retry_timeout                  all       no retry starts after this long, e.g. ``10s`` (30s)
 endpoint                       s3, az    service URL (MinIO, moto, R2; Azurite + account)
 region                         s3        AWS region
 access_key_id                  s3        AWS access key id
@@ -53,6 +55,11 @@ application_credentials        gs        path of application default credentials
 
 Examples: ``s3://b/p?endpoint=http://127.0.0.1:9000&region=us-east-1&allow_http=true``,
 ``az://c/p?use_emulator=true``. Unknown options raise ValueError.
+
+Failures: obstore retries 5xx answers, refused or dropped connections and read timeouts
+itself (``max_retries``, ``retry_timeout``); what still fails is ``StorageUnavailable``
+(503 with ``Retry-After`` to clients). Denied or unauthenticated requests are a
+configuration problem, not an outage: ``StorageError`` (500).
 """
 
 from __future__ import annotations
@@ -67,7 +74,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, BaseError, NotSupportedError, PreconditionError
+from obstore.exceptions import (
+    AlreadyExistsError,
+    BaseError,
+    GenericError,
+    NotSupportedError,
+    PreconditionError,
+)
 from obstore.store import AzureStore, GCSStore, S3Store
 
 from ghacache.errors import (
@@ -77,6 +90,7 @@ from ghacache.errors import (
     GhacacheError,
     RemoteProtocolError,
     StorageError,
+    StorageUnavailable,
     UploadStateError,
 )
 from ghacache.storage.base import DIRECT_PART, BlobInfo, check_name
@@ -92,6 +106,8 @@ PART_BYTES = 8 * 1024 * 1024  # multipart part size: over S3's 5 MiB minimum
 UPLOAD_CONCURRENCY = 2  # parts in flight per write: memory is about (2 + 1) x PART_BYTES
 READ_CHUNK_BYTES = 1024 * 1024
 S3_MAX_COPY_BYTES = 5 * 1024**3  # CopyObject's limit; larger single parts are streamed
+# What a 503 tells clients when the store still fails after obstore's own retries.
+RETRY_AFTER_S = 10
 _ASSEMBLED = "=assembled"
 _REPLACED = "=replaced"
 
@@ -143,7 +159,15 @@ class ObjectStore:
             raise BlobExists(f"{self.name}: already exists while {what}") from exc
         except PreconditionError as exc:
             raise UploadStateError(f"{self.name}: changed while {what}") from exc
-        except (BaseError, OSError) as exc:  # the writer's close reports failures as OSError
+        except (GenericError, OSError) as exc:  # the writer's close reports failures as OSError
+            # 5xx answers and connection failures, already retried: an outage to ride out.
+            # The store's own words (endpoint, request) go to the log, not to clients.
+            log.warning("%s failed while %s: %s", self.name, what, _first_line(exc))
+            raise StorageUnavailable(
+                f"the object store {self.name} is unavailable while {what}; try again later",
+                retry_after_s=RETRY_AFTER_S,
+            ) from exc
+        except BaseError as exc:  # denied, unauthenticated, unsupported: needs an operator
             raise StorageError(f"{self.name} failed while {what}: {_first_line(exc)}") from exc
 
     # -- paths --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from aiohttp import hdrs, web
 from ghacache.errors import RangeNotSatisfiable, RemoteProtocolError, StorageError
 from ghacache.protocol import azblob
 from ghacache.protocol.keys import parse_entry_id
+from ghacache.server.routes import bodies
 from ghacache.server.state import ACCOUNT, ENTRIES, UPLOADS, state_of
 from ghacache.storage import BlobInfo, BlobStore
 
@@ -52,22 +53,25 @@ async def put(request: web.Request) -> web.Response:
     entry_id = _entry_id(request)
     state.verify_blob_url(request, UPLOADS, entry_id)
     service = state.service
+    timeout_s = state.config.body_read_timeout
     comp = request.query.get("comp")
     if comp == "block":
         raw_id = azblob.decode_block_id(request.query.get("blockid"))
         size = await service.put_block(
-            entry_id, raw_id, request.content.iter_any(), length=request.content_length
+            entry_id, raw_id, bodies.chunks(request, timeout_s), length=request.content_length
         )
     elif comp == "blocklist":
-        ids = azblob.parse_block_list(await request.read())
-        size = await service.put_block_list(entry_id, ids)
+        body = await bodies.read(request, timeout_s, max_bytes=azblob.MAX_BLOCK_LIST_BYTES)
+        size = await service.put_block_list(entry_id, azblob.parse_block_list(body))
     elif comp is None:
         blob_type = request.headers.get("x-ms-blob-type")
         if blob_type != "BlockBlob":
             raise RemoteProtocolError(
                 f"Put Blob needs the header 'x-ms-blob-type: BlockBlob', got {blob_type!r}"
             )
-        size = await service.put_blob(entry_id, request.content.iter_any())
+        size = await service.put_blob(
+            entry_id, bodies.chunks(request, timeout_s), length=request.content_length
+        )
     else:
         raise RemoteProtocolError(f"unsupported operation comp={comp!r}")
     return _created(size)

@@ -8,6 +8,7 @@ from ghacache.errors import RemoteProtocolError
 from ghacache.index import Entry
 from ghacache.protocol import v1
 from ghacache.protocol.keys import parse_entry_id
+from ghacache.server.routes import bodies
 from ghacache.server.routes.timestamps import iso
 from ghacache.server.state import state_of
 
@@ -27,9 +28,8 @@ def _entry_json(entry: Entry, *, archive_location: str | None = None) -> dict[st
 
 
 async def _json(request: web.Request) -> dict[str, object]:
-    if (request.content_length or 0) > MAX_JSON_BYTES:
-        raise RemoteProtocolError("request body is too large")
-    return v1.decode_json(await request.read())
+    timeout_s = state_of(request).config.body_read_timeout
+    return v1.decode_json(await bodies.read(request, timeout_s, max_bytes=MAX_JSON_BYTES))
 
 
 def _cache_id(request: web.Request) -> int:
@@ -77,7 +77,8 @@ async def upload_chunk(request: web.Request) -> web.Response:
     cache_id = _cache_id(request)
     start, end = v1.parse_content_range(request.headers.get("Content-Range"))
     claims = await state.claims(request)
-    await state.service.upload_chunk(claims, cache_id, start, end, request.content.iter_any())
+    chunks = bodies.chunks(request, state.config.body_read_timeout)
+    await state.service.upload_chunk(claims, cache_id, start, end, chunks)
     return web.Response(status=204)
 
 

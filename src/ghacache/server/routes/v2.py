@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ghacache.errors import RemoteProtocolError
 from ghacache.protocol import v2
+from ghacache.server.routes import bodies
 from ghacache.server.state import ServerState, state_of
 
 MAX_RPC_BODY_BYTES = 1024 * 1024
@@ -60,10 +61,9 @@ async def rpc(request: web.Request) -> web.Response:
         raise BadRoute(f"no such method: {v2.SERVICE}/{request.match_info['method']}")
     if request.content_type not in ("application/json", ""):
         raise BadRoute(f"unsupported content type {request.content_type!r}; send JSON")
-    if (request.content_length or 0) > MAX_RPC_BODY_BYTES:
-        raise RemoteProtocolError("request body is too large")
-    body = v2.decode_body(await request.read())
-    return web.json_response(await method(state_of(request), request, body))
+    state = state_of(request)
+    raw = await bodies.read(request, state.config.body_read_timeout, max_bytes=MAX_RPC_BODY_BYTES)
+    return web.json_response(await method(state, request, v2.decode_body(raw)))
 
 
 def add_routes(app: web.Application) -> None:
