@@ -136,6 +136,7 @@ ERROR_CODES: dict[int, str] = {
     403: "AuthenticationFailed",
     404: "BlobNotFound",
     405: "UnsupportedHttpVerb",
+    408: "OperationTimedOut",  # the body stopped arriving (--body-read-timeout)
     409: "BlobAlreadyExists",
     412: "ConditionNotMet",
     413: "RequestBodyTooLarge",

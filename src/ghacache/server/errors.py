@@ -81,6 +81,7 @@ def _v1_type_key(status: int) -> str:
         401: "UnauthorizedRequestException",
         403: "AccessDeniedException",
         404: "ArtifactCacheNotFoundException",
+        408: "TimeoutException",
         412: "InvalidOperationException",
         413: "ArtifactCacheTooLargeException",
         429: "RequestBlockedException",
