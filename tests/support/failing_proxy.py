@@ -24,6 +24,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.support.faults import Rule
+
 Forward = Callable[[], Awaitable[aiohttp.ClientResponse]]
 Action = Callable[[web.Request, Forward], Awaitable[web.StreamResponse]]
 
@@ -49,32 +51,12 @@ COPY_CHUNK_BYTES = 64 * 1024
 
 
 @dataclass
-class Rule:
-    action: Action
-    method: str | None = None
-    path: str = ""
-    query: str = ""
-    match: Callable[[web.Request], bool] | None = None
-    times: int = 1
-    hits: int = 0
-
-    def matches(self, request: web.Request) -> bool:
-        if 0 <= self.times <= self.hits:
-            return False
-        if self.method is not None and request.method != self.method:
-            return False
-        if self.path not in request.path or self.query not in request.query_string:
-            return False
-        return self.match is None or self.match(request)
-
-
-@dataclass
 class FailingProxy:
     """A reverse proxy to ``upstream`` that breaks the requests its rules match."""
 
     upstream: str
     url: str = ""
-    rules: list[Rule] = field(default_factory=list)
+    rules: list[Rule[Action]] = field(default_factory=list)
     seen: list[tuple[str, str]] = field(default_factory=list)
     _session: aiohttp.ClientSession | None = None
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -108,7 +90,7 @@ class FailingProxy:
         query: str = "",
         match: Callable[[web.Request], bool] | None = None,
         times: int = 1,
-    ) -> Rule:
+    ) -> Rule[Action]:
         """Answer matching requests with ``action``; ``path``/``query`` are substrings."""
         rule = Rule(action, method, path, query, match, times)
         self.rules.append(rule)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from aiohttp import web
 
@@ -21,11 +22,14 @@ from ghacache.protocol import azblob, v1, v2
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Action = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+A = TypeVar("A")  # what a rule does: an Action here, a proxy's action in failing_proxy.py
 
 
 @dataclass
-class Rule:
-    action: Action
+class Rule(Generic[A]):
+    """Which requests to break (``method`` exact; ``path``/``query`` substrings) and how."""
+
+    action: A
     method: str | None = None
     path: str = ""
     query: str = ""
@@ -45,7 +49,7 @@ class Rule:
 
 @dataclass
 class Faults:
-    rules: list[Rule] = field(default_factory=list)
+    rules: list[Rule[Action]] = field(default_factory=list)
     seen: list[tuple[str, str]] = field(default_factory=list)
 
     def add(
@@ -57,7 +61,7 @@ class Faults:
         query: str = "",
         match: Callable[[web.Request], bool] | None = None,
         times: int = 1,
-    ) -> Rule:
+    ) -> Rule[Action]:
         """Answer matching requests with ``action``; ``path``/``query`` are substrings."""
         rule = Rule(action, method, path, query, match, times)
         self.rules.append(rule)
