@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -85,6 +86,18 @@ async def start_server(
     return ServerHandle(f"http://{host}:{port}", config, clock, app, secret), runner
 
 
+@asynccontextmanager
+async def serving(
+    tmp_path: Path, clock: Clock, *, middlewares: Sequence[Middleware] = (), **settings: str
+) -> AsyncIterator[ServerHandle]:
+    """``start_server``, stopped when the block ends: the body of most server fixtures."""
+    handle, runner = await start_server(tmp_path, clock, middlewares=middlewares, **settings)
+    try:
+        yield handle
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -92,11 +105,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def server(tmp_path: Path, clock: Clock) -> AsyncIterator[ServerHandle]:
-    handle, runner = await start_server(tmp_path, clock)
-    try:
+    async with serving(tmp_path, clock) as handle:
         yield handle
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import defusedxml.ElementTree as SafeET
 import pytest
 
 from ghacache.server.auth import mint_admin_token
-from tests.conftest import Clock, ServerHandle, start_server
+from tests.conftest import Clock, ServerHandle, serving
 from tests.support import wire
 from tests.support.official import official_env, run_official
 
@@ -97,11 +97,8 @@ def fill(disk: Path, *, leave: int = 0) -> Path:
 @pytest.fixture
 async def server(disk: Path, clock: Clock) -> AsyncIterator[ServerHandle]:
     """The real server with its whole data directory (store, index, secret) on ``disk``."""
-    handle, runner = await start_server(disk, clock)
-    try:
+    async with serving(disk, clock) as handle:
         yield handle
-    finally:
-        await runner.cleanup()
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import pytest
 from defusedxml import ElementTree
 
 from ghacache.protocol import azblob
-from tests.conftest import Clock, ServerHandle, start_server
+from tests.conftest import Clock, ServerHandle, serving
 from tests.support import wire
 
 MIB = 1024 * 1024
@@ -334,11 +334,8 @@ async def test_tokens_that_are_not_utf8_are_unauthenticated(
 @pytest.fixture
 async def impatient(tmp_path: Path, clock: Clock) -> AsyncIterator[ServerHandle]:
     """A server that gives up on a body after 0.5 s without bytes."""
-    handle, runner = await start_server(tmp_path, clock, body_read_timeout="0.5s")
-    try:
+    async with serving(tmp_path, clock, body_read_timeout="0.5s") as handle:
         yield handle
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.timeout(60)  # without a body timeout these would wait forever
@@ -566,11 +563,8 @@ async def test_block_lists_over_50000_blocks_are_refused(
 
 @pytest.fixture
 async def small(tmp_path: Path, clock: Clock) -> AsyncIterator[ServerHandle]:
-    handle, runner = await start_server(tmp_path, clock, max_entry_size="1MiB")
-    try:
+    async with serving(tmp_path, clock, max_entry_size="1MiB") as handle:
         yield handle
-    finally:
-        await runner.cleanup()
 
 
 async def test_v1_patch_beyond_the_reserved_or_maximum_size_is_refused(

@@ -92,7 +92,7 @@ from ghacache.server.auth import (
     mint_token,
 )
 from ghacache.server.logformat import REDACTED
-from tests.conftest import Clock, ServerHandle, Spawner, start_server
+from tests.conftest import Clock, ServerHandle, Spawner, serving
 from tests.support import wire
 
 MAIN = "refs/heads/main"
@@ -282,11 +282,8 @@ async def test_admin_tokens_cannot_be_forged(
 
 @pytest.fixture
 async def none_server(tmp_path: Path, clock: Clock) -> AsyncIterator[ServerHandle]:
-    handle, runner = await start_server(tmp_path, clock, auth="none")
-    try:
+    async with serving(tmp_path, clock, auth="none") as handle:
         yield handle
-    finally:
-        await runner.cleanup()
 
 
 async def test_none_mode_still_needs_a_signed_admin_token(
@@ -372,11 +369,8 @@ async def test_upload_url_is_dead_once_its_entry_is_finalized(
 
 @pytest.fixture
 async def short_reservations(tmp_path: Path, clock: Clock) -> AsyncIterator[ServerHandle]:
-    handle, runner = await start_server(tmp_path, clock, reservation_timeout="1m")
-    try:
+    async with serving(tmp_path, clock, reservation_timeout="1m") as handle:
         yield handle
-    finally:
-        await runner.cleanup()
 
 
 async def test_upload_url_of_an_abandoned_reservation_cannot_fill_its_replacement(
