@@ -374,7 +374,7 @@ def run_wrk(
     url: str, script: Path, pool_file: Path, clients: int, seconds: float
 ) -> dict[str, float]:
     offset = random.randrange(1 << 30)
-    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script)]
+    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "30s", "-s", str(script)]
     cmd += [url, "--", str(pool_file), TWIRP + "GetCacheEntryDownloadURL", str(offset)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
     m = re.search(r"^GHACACHE ((?:\d+ ?){11})$", proc.stdout, re.MULTILINE)

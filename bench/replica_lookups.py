@@ -137,7 +137,7 @@ def run_wrk(
         script = script_dir / f"lookup-{i}.lua"
         script.write_text(LUA % (entries, token, VERSION, i, TWIRP))
         per = max(1, connections // len(urls))
-        cmd = ["wrk", "-t1", f"-c{per}", f"-d{seconds}s", "-s", str(script), url]
+        cmd = ["wrk", "-t1", f"-c{per}", f"-d{seconds:g}s", "-s", str(script), url]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
     requests = errors = 0
     p50s: list[float] = []

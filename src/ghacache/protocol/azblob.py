@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 import re
+import uuid
 from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as SafeET
@@ -24,6 +26,17 @@ API_VERSION = "2025-01-05"
 
 # ASCII digits only: \d would also take other scripts' digits, which int() reads.
 _RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
+
+
+REQUEST_ID = "x-ms-request-id"
+
+
+def new_request_id() -> str:
+    """A random request id in the GUID form Azure uses (BuildKit's SDK requires one).
+
+    An id, not a secret: Python's generator saves ``uuid4``'s system call per request.
+    """
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def decode_block_id(block_id: str | None) -> bytes:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from ghacache.protocol.azblob import REQUEST_ID, new_request_id
 from ghacache.server import annotate
 from ghacache.server.metrics import Metrics
 from ghacache.server.operations import classify
@@ -32,7 +32,6 @@ access_log = logging.getLogger("ghacache.access")
 log = logging.getLogger("ghacache.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-REQUEST_ID = "x-ms-request-id"
 # nginx's "client closed request": the client went away before a response was sent.
 CLIENT_CLOSED = 499
 # Probes and scrapes every few seconds would drown the real traffic at info level.
@@ -63,8 +62,8 @@ def access_middleware(metrics: Metrics, tracer: RequestTracer | None = None) -> 
         finally:
             annotate.end(token)
         exchange.status = resp.status
-        if not resp.prepared:
-            resp.headers.setdefault(REQUEST_ID, str(uuid.uuid4()))
+        if not resp.prepared and REQUEST_ID not in resp.headers:
+            resp.headers[REQUEST_ID] = new_request_id()
         exchange.response = resp
         return resp
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
@@ -137,6 +136,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("%s %s failed unexpectedly", request.method, request.path)
         resp = render(family, 500, "internal", "internal server error", head=head)
         await _drain(request, 500)
-    if not resp.prepared:
-        resp.headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
+    if not resp.prepared and azblob.REQUEST_ID not in resp.headers:
+        resp.headers[azblob.REQUEST_ID] = azblob.new_request_id()
     return resp

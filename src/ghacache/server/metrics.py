@@ -169,8 +169,11 @@ class Metrics:
             ["repository"],
             registry=r,
         )
-        for result in LOOKUP_RESULTS:  # present (as 0) before the first event
-            self.lookups.labels(result)
+        # Children by label values: ``labels`` validates and locks on every call, which
+        # adds up on the lookup path (three per request).
+        self._request_counts: dict[tuple[str, str, int], Counter] = {}
+        self._request_times: dict[tuple[str, str], Histogram] = {}
+        self._lookup_counts = {result: self.lookups.labels(result) for result in LOOKUP_RESULTS}
         for reason in EvictionReason:
             self.evictions.labels(str(reason))
             self.evicted_bytes.labels(str(reason))
@@ -188,8 +191,17 @@ class Metrics:
         bytes_out: int,
     ) -> None:
         """Count one answered request, and its entry bytes if it was a transfer."""
-        self.requests.labels(protocol, operation, str(status)).inc()
-        self.request_seconds.labels(protocol, operation).observe(seconds)
+        counter = self._request_counts.get((protocol, operation, status))
+        if counter is None:
+            counter = self.requests.labels(protocol, operation, str(status))
+            self._request_counts[(protocol, operation, status)] = counter
+        counter.inc()
+        timer = self._request_times.get((protocol, operation))
+        if timer is None:
+            timer = self._request_times[(protocol, operation)] = self.request_seconds.labels(
+                protocol, operation
+            )
+        timer.observe(seconds)
         ok = 200 <= status < 300
         if operation in UPLOAD_OPERATIONS and protocol in ("blob", "v1"):
             self.upload_bytes.inc(bytes_in)
@@ -203,7 +215,7 @@ class Metrics:
     def lookup(self, keys: Sequence[str], entry: Entry | None) -> str:
         """Count one lookup; returns its result (exact, prefix or miss)."""
         result = lookup_result(keys, entry)
-        self.lookups.labels(result).inc()
+        self._lookup_counts[result].inc()
         return result
 
     def evicted(self, reason: EvictionReason, entries: Sequence[Entry]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from email.utils import formatdate
 from typing import Any
 
@@ -135,7 +134,7 @@ async def _stream_blob(
             "Last-Modified": formatdate(info.modified_at, usegmt=True),
             hdrs.CONTENT_TYPE: "application/octet-stream",
             # Set here: the error middleware adds it only to responses not yet sent.
-            "x-ms-request-id": str(uuid.uuid4()),
+            azblob.REQUEST_ID: azblob.new_request_id(),
         },
     )
     if span is not None:

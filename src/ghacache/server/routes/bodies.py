@@ -90,6 +90,13 @@ async def read(request: web.Request, timeout_s: float, *, max_bytes: int) -> byt
     """
     if (request.content_length or 0) > max_bytes:
         raise RemoteProtocolError(f"request body is over {max_bytes} bytes")
+    if request.content.is_eof():
+        # The whole body came with the headers (as small RPC bodies do): nothing to wait
+        # for, so no timer and no generator.
+        body = request.content.read_nowait()
+        if len(body) > max_bytes:
+            raise RemoteProtocolError(f"request body is over {max_bytes} bytes")
+        return body
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks(request, timeout_s):
