@@ -66,6 +66,8 @@ def test_lookups_range_scan_the_identity_index(conn: sqlite3.Connection) -> None
         for key in ("k-12", "k-"):
             params += ["org/r1", scope, "v", EntryState.COMMITTED, key, key + "~", key]
     searches = [s for s in plan(conn, sql, params) if s.startswith(("SEARCH", "SCAN entries"))]
-    assert len(searches) == 4
-    for step in searches:
+    # The row itself by primary key, then one range scan per (scope, key) for its id.
+    assert searches[0] == "SEARCH entries USING INTEGER PRIMARY KEY (rowid=?)"
+    assert len(searches) == 5
+    for step in searches[1:]:
         assert "(repo=? AND scope=? AND version=?" in step and "key>? AND key<?" in step, step

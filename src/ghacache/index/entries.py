@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ghacache.crashpoints import crash_point
 from ghacache.errors import EntryExists, MetadataError
 from ghacache.index.database import Database, Followup, Row
-from ghacache.protocol.keys import Candidate, pick, prefix_upper_bound
+from ghacache.protocol.keys import prefix_upper_bound
 
 
 def key_prefix_condition(prefix: str) -> tuple[str, list[object]]:
@@ -29,17 +29,25 @@ def key_prefix_condition(prefix: str) -> tuple[str, list[object]]:
 
 @functools.lru_cache(maxsize=256)
 def _lookup_sql(scopes: int, bounded: tuple[bool, ...]) -> str:
-    """The lookup statement for ``scopes`` scopes and keys with (or without) an upper bound."""
-    selects: list[str] = []
+    """The lookup statement for ``scopes`` scopes and keys with (or without) an upper bound.
+
+    One subquery per (scope, key), in ``pick``'s order (scopes, then keys), each finding
+    the exact match if there is one, else the newest entry with the key as prefix.
+    ``pick``'s answer is the first of them that finds one: ``COALESCE``'s. It evaluates its
+    arguments only until one is not null, so an exact hit in the first scope costs one
+    index probe, and the statement returns at most one row.
+    """
+    finds: list[str] = []
     for _ in range(scopes):
         for has_upper in bounded:
             condition = "key >= ? AND key < ?" if has_upper else "key >= ?"
-            selects.append(
-                f"SELECT * FROM (SELECT {_COLUMNS} FROM entries WHERE repo = ? AND scope = ? "
-                f"AND version = ? AND state = ? AND {condition} "
-                f"ORDER BY key = ? DESC, created_at DESC, id DESC LIMIT 1) AS e{len(selects)}"
+            finds.append(
+                "(SELECT id FROM entries WHERE repo = ? AND scope = ? AND version = ? "
+                f"AND state = ? AND {condition} "
+                "ORDER BY key = ? DESC, created_at DESC, id DESC LIMIT 1)"
             )
-    return " UNION ALL ".join(selects)
+    first = finds[0] if len(finds) == 1 else f"COALESCE({', '.join(finds)})"  # SQLite: 2+ args
+    return f"SELECT {_COLUMNS} FROM entries WHERE id = {first}"
 
 
 class EntryState(enum.IntEnum):
@@ -96,20 +104,6 @@ def _entry(row: Row) -> Entry:
 
 
 _TOUCH = "UPDATE entries SET last_accessed_at = ? WHERE id = ? AND last_accessed_at < ?"
-
-
-def _pick_row(rows: list[Row], scopes: Sequence[str], keys: Sequence[str]) -> Row | None:
-    """The row ``pick`` chooses among a lookup's rows (id, repo, scope, key, ... created_at)."""
-    by_id = {int(r[0]): r for r in rows}
-    chosen = pick(
-        (
-            Candidate(entry_id=i, scope=str(r[2]), key=str(r[3]), created_at=float(r[10]))
-            for i, r in by_id.items()
-        ),
-        scopes=scopes,
-        keys=keys,
-    )
-    return None if chosen is None else by_id[chosen.entry_id]
 
 
 class EntryIndex:
@@ -267,9 +261,9 @@ class EntryIndex:
         """GitHub's lookup (see ``protocol.keys.pick``) in one statement.
 
         One subquery per (scope, key) range-scans the unique ``(repo, scope, version, key)``
-        index for keys starting with ``key`` and keeps one row: the exact match if there is
-        one, else the newest. That is all ``pick`` needs, since the newest prefix match
-        only counts when there is no exact one.
+        index for keys starting with ``key`` and keeps one entry: the exact match if there
+        is one, else the newest. That is all ``pick`` needs, since the newest prefix match
+        only counts when there is no exact one; the first subquery with an entry wins.
 
         With ``touch_at``, a hit also records an access at that time (as ``touch`` does), in
         the same unit of work (``Database.fetch_then_execute``). The entry returned is as
@@ -288,16 +282,15 @@ class EntryIndex:
         sql = _lookup_sql(len(scopes), tuple(upper is not None for _, upper in bounds))
         # Full rows, so a hit needs no second query.
         if touch_at is None:
-            row = _pick_row(await self.db.fetch_all(sql, params), scopes, keys)
+            rows = await self.db.fetch_all(sql, params)
         else:
             at = touch_at
 
             def touch(rows: list[Row]) -> Followup:
-                hit = _pick_row(rows, scopes, keys)
-                return None if hit is None else (_TOUCH, (at, hit[0], at))
+                return (_TOUCH, (at, rows[0][0], at)) if rows else None
 
-            row = _pick_row(await self.db.fetch_then_execute(sql, params, touch), scopes, keys)
-        return None if row is None else _entry(row)
+            rows = await self.db.fetch_then_execute(sql, params, touch)
+        return _entry(rows[0]) if rows else None
 
     async def touch(self, entry_id: int, now: float) -> None:
         """Record an access (a restore) of a committed entry; never moves it back."""
