@@ -71,3 +71,21 @@ def test_lookups_range_scan_the_identity_index(conn: sqlite3.Connection) -> None
     assert len(searches) == 5
     for step in searches[1:]:
         assert "(repo=? AND scope=? AND version=?" in step and "key>? AND key<?" in step, step
+
+
+def test_a_repositorys_committed_rows_are_found_by_repository(conn: sqlite3.Connection) -> None:
+    """The sweep's and the listings' ``repo = ? AND state = ?``: one repository's rows, not
+    every committed entry through the state index (once per repository: a quadratic sweep)."""
+    steps = plan(
+        conn,
+        "SELECT id, size, created_at, last_accessed_at FROM entries WHERE repo = ? AND state = ?",
+        ["org/r1", EntryState.COMMITTED],
+    )
+    assert steps == ["SEARCH entries USING INDEX entries_repo_state (repo=? AND state=?)"]
+
+
+def test_access_times_are_in_no_index(conn: sqlite3.Connection) -> None:
+    """Every lookup hit writes ``last_accessed_at``: that write changes the row alone."""
+    for (name,) in conn.execute("SELECT name FROM pragma_index_list('entries')"):
+        columns = [r[2] for r in conn.execute("SELECT * FROM pragma_index_info(?)", (name,))]
+        assert "last_accessed_at" not in columns, name
