@@ -154,6 +154,19 @@ async def test_deadline_gives_a_clear_timeout_error(rig: Rig) -> None:
     assert "deadline" in str(info.value) and "down for maintenance" in str(info.value)
 
 
+async def test_deadline_passing_mid_attempt_still_names_the_last_error(rig: Rig) -> None:
+    """A slow machine can put the deadline inside a retry, not between two: the error then
+    still says what the earlier attempts ran into."""
+    rig.faults.add(f.twirp_error(503, "unavailable", "down for maintenance"))
+    rig.faults.add(f.delay(5))  # the retry hangs past the 1 s deadline
+    client = rig.client("v2", retry=RetrySettings(timeout_s=1.0, base_delay_s=0.1, max_delay_s=0.1))
+    with pytest.raises(DeadlineExceeded) as info:
+        await client.lookup("k", VERSION)
+    message = str(info.value)
+    assert "deadline passed" in message and "2 attempt(s)" in message
+    assert "down for maintenance" in message
+
+
 async def test_retry_after_past_the_deadline_fails_at_once(rig: Rig) -> None:
     rig.faults.add(
         f.twirp_error(429, "resource_exhausted", "come back later", **{"Retry-After": "60"}),

@@ -113,12 +113,19 @@ async def with_retries(
         ClientError: the last error when it is not retryable or attempts ran out.
     """
     deadline = Deadline(settings.timeout_s)
+    last: ClientError | None = None
     for n in range(1, settings.max_attempts + 1):
         try:
             return await attempt(deadline)
+        except DeadlineExceeded as exc:
+            if last is None:
+                raise
+            # Cut short mid-attempt: the earlier attempts' failure is what the caller needs.
+            raise DeadlineExceeded(f"{exc} after {n} attempt(s); last error: {last}") from exc
         except ClientError as exc:
             if not is_retryable(exc) or n == settings.max_attempts:
                 raise
+            last = exc
             delay = backoff_s(n, settings, rng)
             if isinstance(exc, RemoteRateLimited) and exc.retry_after_s > 0:
                 delay = float(exc.retry_after_s)  # the server knows best when to come back
