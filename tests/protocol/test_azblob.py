@@ -338,3 +338,12 @@ def test_error_xml_shape_and_escaping() -> None:
 )
 def test_error_codes(status: int, code: str) -> None:
     assert azblob.ERROR_CODES[status] == code
+
+
+def test_request_ids_are_random_version_4_guids() -> None:
+    ids = [azblob.new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids[:50]:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value  # the canonical 8-4-4-4-12 form Azure SDKs parse
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
