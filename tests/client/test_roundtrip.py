@@ -260,3 +260,18 @@ async def test_large_file_round_trip_in_bounded_memory(
             for offset in [0, 8 * MiB - 1, size - 100] + [rng.randrange(size) for _ in range(8)]:
                 f.seek(offset)
                 assert await reader.read_at(offset, 300_000) == f.read(300_000), offset
+
+
+def test_batches_are_written_whole_and_in_order(tmp_path: Path) -> None:
+    from ghacache.client._reader import _write_all
+
+    chunks = [b"", os.urandom(3), b"", os.urandom(MiB + 1), os.urandom(7), b""]
+    path = tmp_path / "out.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        _write_all(fd, chunks[:3])
+        _write_all(fd, [])
+        _write_all(fd, chunks[3:])
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(chunks)

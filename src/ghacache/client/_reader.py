@@ -30,6 +30,8 @@ log = logging.getLogger("ghacache.client")
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 DEFAULT_CHUNK_BYTES = 1024 * 1024
+# Bytes collected before ``download_to`` hands them to a thread to write.
+WRITE_BATCH_BYTES = 8 * 1024 * 1024
 _IO_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
@@ -172,16 +174,31 @@ class EntryReader:
         """
         done = 0
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        loop = asyncio.get_running_loop()
+        writing: asyncio.Future[None] | None = None
+        batch: list[bytes] = []
+        batched = 0
         try:
             async for chunk in self.iter_chunks():
-                # Page-cache writes of a chunk are quick; a thread hop per chunk costs more.
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                batch.append(chunk)
+                batched += len(chunk)
                 done += len(chunk)
+                if batched >= WRITE_BATCH_BYTES:
+                    # Written on a thread while the next batch arrives: receiving and
+                    # copying into the file then use both cores (one hop per batch).
+                    if writing is not None:
+                        await writing
+                    writing = loop.run_in_executor(None, _write_all, fd, batch)
+                    batch, batched = [], 0
                 if progress is not None:
                     progress(done, self.size)
+            if writing is not None:
+                await writing
+                writing = None
+            _write_all(fd, batch)
         finally:
+            if writing is not None:  # failed or cancelled mid-download: let it finish first
+                await asyncio.wait([writing])
             os.close(fd)
         return done
 
@@ -269,3 +286,15 @@ async def blob_size(http: Http, url: str, *, what: str) -> int:
     if not length.isdigit():
         raise InvalidResponse(f"{what}: HEAD gave no Content-Length", status=reply.status)
     return int(length)
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write ``chunks`` at the file's position, in order, however short each write is."""
+    views = [memoryview(c) for c in chunks if c]
+    while views:
+        n = os.writev(fd, views)
+        while n and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
