@@ -266,6 +266,8 @@ def test_batches_are_written_whole_and_in_order(tmp_path: Path) -> None:
     from ghacache.client._reader import _write_all
 
     chunks = [b"", os.urandom(3), b"", os.urandom(MiB + 1), os.urandom(7), b""]
+    # More pieces than one writev(2) takes (IOV_MAX is 1024), as a slow network delivers.
+    chunks += [os.urandom(1 + i % 1400) for i in range(3000)]
     path = tmp_path / "out.bin"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
     try:

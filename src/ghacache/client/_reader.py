@@ -32,6 +32,9 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 DEFAULT_CHUNK_BYTES = 1024 * 1024
 # Bytes collected before ``download_to`` hands them to a thread to write.
 WRITE_BATCH_BYTES = 8 * 1024 * 1024
+# writev(2) takes at most IOV_MAX (1024 on Linux) buffers; a slow network delivers a batch
+# in thousands of small pieces.
+WRITEV_MAX_BUFFERS = 512
 _IO_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
@@ -292,7 +295,7 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
     """Write ``chunks`` at the file's position, in order, however short each write is."""
     views = [memoryview(c) for c in chunks if c]
     while views:
-        n = os.writev(fd, views)
+        n = os.writev(fd, views[:WRITEV_MAX_BUFFERS])
         while n and n >= len(views[0]):
             n -= len(views[0])
             views.pop(0)
