@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
@@ -113,6 +113,18 @@ class _BuildkitCollector(Collector):
         )
 
 
+M = TypeVar("M", Counter, Histogram)
+
+
+def _child(children: dict[tuple[str, ...], M], metric: M, labels: tuple[str, ...]) -> M:
+    """``metric.labels(*labels)``, kept in ``children``: ``labels`` validates and locks on
+    every call, which adds up on the request path."""
+    child = children.get(labels)
+    if child is None:
+        child = children[labels] = metric.labels(*labels)
+    return child
+
+
 class Metrics:
     """The registry and every instrument of one app."""
 
@@ -169,10 +181,8 @@ class Metrics:
             ["repository"],
             registry=r,
         )
-        # Children by label values: ``labels`` validates and locks on every call, which
-        # adds up on the lookup path (three per request).
-        self._request_counts: dict[tuple[str, str, int], Counter] = {}
-        self._request_times: dict[tuple[str, str], Histogram] = {}
+        self._request_counts: dict[tuple[str, ...], Counter] = {}
+        self._request_times: dict[tuple[str, ...], Histogram] = {}
         self._lookup_counts = {result: self.lookups.labels(result) for result in LOOKUP_RESULTS}
         for reason in EvictionReason:
             self.evictions.labels(str(reason))
@@ -191,17 +201,8 @@ class Metrics:
         bytes_out: int,
     ) -> None:
         """Count one answered request, and its entry bytes if it was a transfer."""
-        counter = self._request_counts.get((protocol, operation, status))
-        if counter is None:
-            counter = self.requests.labels(protocol, operation, str(status))
-            self._request_counts[(protocol, operation, status)] = counter
-        counter.inc()
-        timer = self._request_times.get((protocol, operation))
-        if timer is None:
-            timer = self._request_times[(protocol, operation)] = self.request_seconds.labels(
-                protocol, operation
-            )
-        timer.observe(seconds)
+        _child(self._request_counts, self.requests, (protocol, operation, str(status))).inc()
+        _child(self._request_times, self.request_seconds, (protocol, operation)).observe(seconds)
         ok = 200 <= status < 300
         if operation in UPLOAD_OPERATIONS and protocol in ("blob", "v1"):
             self.upload_bytes.inc(bytes_in)
