@@ -1,6 +1,8 @@
 """The access middleware: one log line, the metrics and (optionally) a span per request.
 
-It sits outside the error mapper, so it sees every answer in its final form. aiohttp sends
+It sits outside the error mapper, so it sees every answer in its final form, and gives each
+one not yet sent an ``x-ms-request-id`` (BuildKit's Azure SDK crashes without one; streamed
+answers set theirs before sending). aiohttp sends
 the response after the middlewares return (sendfile downloads included) but within the
 request's own task, so the line is written when that task is done: durations and byte
 counts then cover the whole body. The path is logged without its query string (signed URLs

@@ -1,8 +1,8 @@
 """The one place exceptions become HTTP responses, in each protocol's own error shape.
 
 Twirp routes get ``{"code","msg"}``, v1 routes a VSS body with ``typeKey``, blob URLs an
-Azure XML ``<Error>`` with ``x-ms-error-code``, everything else ``{"message"}``. Every
-response gets an ``x-ms-request-id`` (BuildKit's Azure SDK crashes without one).
+Azure XML ``<Error>`` with ``x-ms-error-code``, everything else ``{"message"}``. (The
+access middleware, outside this one, gives every answer its ``x-ms-request-id``.)
 
 An upload that fails before its body is read to the end (a full disk, an object store that
 is down, an expired reservation) is answered once the client has sent the rest: the official
@@ -136,6 +136,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("%s %s failed unexpectedly", request.method, request.path)
         resp = render(family, 500, "internal", "internal server error", head=head)
         await _drain(request, 500)
-    if not resp.prepared and azblob.REQUEST_ID not in resp.headers:
-        resp.headers[azblob.REQUEST_ID] = azblob.new_request_id()
     return resp

@@ -133,7 +133,7 @@ async def _stream_blob(
             "ETag": info.etag,
             "Last-Modified": formatdate(info.modified_at, usegmt=True),
             hdrs.CONTENT_TYPE: "application/octet-stream",
-            # Set here: the error middleware adds it only to responses not yet sent.
+            # Set here: the access middleware adds it only to responses not yet sent.
             azblob.REQUEST_ID: azblob.new_request_id(),
         },
     )
